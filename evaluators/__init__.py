@@ -1,0 +1,1 @@
+"""Generation backends, scorers, judges, metrics, statistics and reports."""

@@ -1,0 +1,44 @@
+"""Pairwise judges: the probability that a candidate answer beats the baseline's.
+
+The judgment is stored as p = P(candidate > baseline) in [0, 1]; AlpacaEval's
+`preference` is 1 + p (1 = baseline wins, 2 = candidate wins, 1.5 = tie).
+A judge returns None for a judgment it could not make; the pipeline records that as a
+failure, counts it in the report and retries it on the next run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+from harness.registry import Registry
+from harness.tasks.base import Task
+
+
+class PairwiseJudge(Protocol):
+    fingerprint: dict[str, Any]
+
+    def judge(self, prompt: str, baseline: list[str], candidate: list[str]) -> list[float | None]: ...
+
+
+JUDGES: Registry[type] = Registry("judge", "spo_harness.judges")
+
+
+@JUDGES.register("oracle")
+class OracleBTJudge:
+    """Bradley-Terry probability from the task's true rewards: sigmoid(s (r_cand - r_base))."""
+
+    def __init__(self, task: Task, scale: float | None = None) -> None:
+        self.task = task
+        self.scale = task.bt_scale if scale is None else float(scale)
+        self.fingerprint = {"judge": "oracle-bt", "task": task.name, "scale": self.scale,
+                            "options": vars(task.options)}
+
+    def judge(self, prompt: str, baseline: list[str], candidate: list[str]) -> list[float | None]:
+        rb = self.task.rewards(prompt, baseline)
+        rc = self.task.rewards(prompt, candidate)
+        out: list[float | None] = []
+        for b, c, x, y in zip(baseline, candidate, rb, rc):
+            # identical answers are a tie whatever the judge thinks (as AlpacaEval does)
+            out.append(0.5 if b == c else 1.0 / (1.0 + math.exp(-self.scale * (y - x))))
+        return out

@@ -1,0 +1,48 @@
+"""Diversity and distribution metrics over the samples of one model."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+import numpy as np
+
+
+def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+
+def distinct_n(texts: Iterable[str], n: int) -> float | None:
+    """Unique n-grams / all n-grams pooled over `texts` (whitespace words); None if no n-gram."""
+    grams = [g for t in texts for g in _ngrams(t.split(), n)]
+    return len(set(grams)) / len(grams) if grams else None
+
+
+def per_prompt_distinct_n(samples: list[tuple[str, str]], n: int) -> float | None:
+    """distinct-n over the N samples of each prompt, averaged over prompts (Kirk et al. 2023)."""
+    by_prompt: dict[str, list[str]] = defaultdict(list)
+    for prompt_id, text in samples:
+        by_prompt[prompt_id].append(text)
+    values = [v for v in (distinct_n(t, n) for t in by_prompt.values()) if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def exact_distribution_metrics(logprobs: np.ndarray, rewards: np.ndarray,
+                               target_logprobs: np.ndarray | None) -> dict[str, float | None]:
+    """Entropy, expected reward and KL(pi || target) of a distribution over an enumerable set.
+
+    `logprobs` are the policy's sequence log-probs of every response; they are renormalised
+    over the set (the mass the model leaks outside it is reported separately).
+    """
+    mass = float(np.exp(logprobs).sum())
+    logp = logprobs - np.log(np.exp(logprobs).sum())
+    p = np.exp(logp)
+    out: dict[str, float | None] = {
+        "exact_entropy": float(-(p * logp).sum()),
+        "exact_expected_reward": float((p * rewards).sum()),
+        "exact_support_mass": mass,
+        "exact_kl_to_target": None,
+    }
+    if target_logprobs is not None:
+        out["exact_kl_to_target"] = float((p * (logp - target_logprobs)).sum())
+    return out

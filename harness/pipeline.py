@@ -1,0 +1,266 @@
+"""The pipeline: prepare -> train -> generate -> score -> judge -> report.
+
+Each stage reads what the one before wrote from the store, computes only the units that
+are missing, and writes each unit (or fixed batch of units) in one transaction. Counts of
+computed and stored units per stage are printed and recorded in run.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from harness.errors import InputError
+from harness.hashing import code_version, content_hash, seed_from
+from harness.spec import ExperimentSpec, RunSpec, build_dataclass, expand_runs
+from harness.store import Store
+from harness.tasks import TASKS
+from harness.tasks.base import Prompt, TaskAssets
+
+STAGES = ("prepare", "train", "generate", "score", "judge", "report")
+
+
+@dataclasses.dataclass
+class Model:
+    label: str
+    key: str            # content key: generations and scores hang off it
+    path: Path          # Hugging Face folder
+    run: RunSpec | None  # None for the SFT reference
+
+
+class Experiment:
+    def __init__(self, spec: ExperimentSpec, results_dir: str | Path | None = None,
+                 show_progress: bool = True) -> None:
+        self.spec = spec
+        self.results_dir = Path(results_dir or spec.output.results_dir
+                                or Path("results") / spec.name)
+        self.store = Store(self.results_dir)
+        task_cls = TASKS.get(spec.task)
+        self.task = task_cls(build_dataclass(task_cls.Options, spec.task_options,
+                                             prefix="task_options"), self.store)
+        self.runs = expand_runs(spec)
+        self.show_progress = show_progress
+        self.counts = {s: {"computed": 0, "cached": 0} for s in STAGES}
+        self._assets: TaskAssets | None = None
+
+    # ------------------------------------------------------------------ helpers
+
+    def _count(self, stage: str, computed: bool, n: int = 1) -> None:
+        self.counts[stage]["computed" if computed else "cached"] += n
+
+    def _bar(self, iterable, **kw):
+        return tqdm(iterable, disable=not self.show_progress, **kw)
+
+    @property
+    def assets(self) -> TaskAssets:
+        if self._assets is None:
+            from harness.data import load_pairs, load_prompts
+
+            assets = self.task.prepare(lambda unit, computed: self._count("prepare", computed))
+            if self.spec.data.train_file:
+                assets.pairs = load_pairs(self.spec.data.train_file)
+            if self.spec.data.eval_prompts_file:
+                assets.eval_prompts = [Prompt(i, p) for i, p in
+                                       load_prompts(self.spec.data.eval_prompts_file)]
+            self._assets = assets
+        return self._assets
+
+    def run_key(self, run: RunSpec) -> str:
+        return content_hash({"reference": self.assets.reference_key,
+                             "pairs": content_hash(self.assets.pairs),
+                             "reg_prompts": content_hash(self.assets.reg_prompts),
+                             "run": run.key_material(),
+                             "training": dataclasses.asdict(self.spec.training)})
+
+    def models(self, require_trained: bool = True) -> list[Model]:
+        a = self.assets
+        models = [Model("sft", a.reference_key, Path(a.reference_dir), None)]
+        for run in self.runs:
+            key = self.run_key(run)
+            stored = self.store.get_run(key)
+            if stored is None:
+                if require_trained:
+                    raise InputError(f"run '{run.label}' is not trained yet: "
+                                     "run `spo-harness train` (or `run`) first")
+                continue
+            models.append(Model(run.label, key, Path(stored["checkpoint"]), run))
+        return models
+
+    # ------------------------------------------------------------------ train
+
+    def _reference_logps(self):
+        import torch
+
+        from trainers.loop import compute_reference_logps
+
+        a, max_len = self.assets, self.spec.training.max_length
+        key = content_hash({"ref-logps": a.reference_key, "pairs": content_hash(a.pairs),
+                            "max_length": max_len})
+        found = self.store.get_artifact(key)
+        if found is not None:
+            self._count("train", False)
+            t = torch.load(found["path"] / "ref_logps.pt")
+            return t["chosen"], t["rejected"]
+        chosen, rejected = compute_reference_logps(a.reference_dir, a.pairs, max_len)
+        staging = self.store.staging_dir("ref-logps", key)
+        torch.save({"chosen": chosen, "rejected": rejected}, staging / "ref_logps.pt")
+        self.store.commit_artifact("ref-logps", key, staging, {"n": len(a.pairs)})
+        self._count("train", True)
+        return chosen, rejected
+
+    def train(self) -> None:
+        from trainers.losses import get_loss
+        from trainers.loop import TrainJob, train
+
+        todo = [r for r in self.runs if self.store.get_run(self.run_key(r)) is None]
+        self._count("train", False, len(self.runs) - len(todo))
+        if not todo:
+            return
+        ref_logps = self._reference_logps()
+        for run in self._bar(todo, desc="train runs"):
+            key = self.run_key(run)
+            work = self.results_dir / "work" / f"run-{key}"
+            job = TrainJob(label=run.label, seed=run.seed, reference_dir=self.assets.reference_dir,
+                           pairs=self.assets.pairs, reg_prompts=self.assets.reg_prompts,
+                           training=self.spec.training, work_dir=work, ref_logps=ref_logps)
+            t0 = time.time()
+            model, tok, history = train(job, get_loss(run.method, **run.params),
+                                        show_progress=self.show_progress)
+            metadata = {"label": run.label, "method": run.method, "params": run.params,
+                        "seed": run.seed, "run_key": key,
+                        "reference": self.assets.reference_key,
+                        "data_hash": content_hash(self.assets.pairs), "n_pairs": len(self.assets.pairs),
+                        "training": dataclasses.asdict(self.spec.training),
+                        "code_version": code_version(), "train_seconds": round(time.time() - t0, 2),
+                        "history": history}
+            staging = self.store.staging_dir("checkpoint", key)
+            model.save_pretrained(staging)
+            tok.save_pretrained(staging)
+            (staging / "spo_harness_run.json").write_text(json.dumps(metadata, indent=2))
+            path = self.store.commit_artifact("checkpoint", key, staging, {"label": run.label})
+            self.store.put_run(key, run.label, run.method, run.params, run.seed, str(path), metadata)
+            shutil.rmtree(work, ignore_errors=True)
+            self._count("train", True)
+
+    # ------------------------------------------------------------------ generate
+
+    def sampling(self):
+        from evaluators.generation import SamplingParams
+
+        g = self.spec.generation
+        return SamplingParams(max_new_tokens=g.max_new_tokens, temperature=g.temperature,
+                              top_p=g.top_p)
+
+    def generation_key(self, model: Model, prompt: Prompt, index: int) -> str:
+        return content_hash({"model": model.key, "prompt": prompt.text,
+                             "sampling": self.sampling().as_dict(), "sample_index": index,
+                             "seed": self.spec.generation.seed})
+
+    def generate(self) -> None:
+        from evaluators.generation import BACKENDS
+
+        g, params = self.spec.generation, self.sampling()
+        prompts = self.assets.eval_prompts
+        for model in self.models():
+            items = [(p, i) for p in prompts for i in range(g.n_samples)]
+            keys = [self.generation_key(model, p, i) for p, i in items]
+            done = self.store.existing_keys("generations", keys)
+            batches = [range(s, min(s + g.batch_size, len(items)))
+                       for s in range(0, len(items), g.batch_size)]
+            todo = [b for b in batches if any(keys[j] not in done for j in b)]
+            self._count("generate", False, len(items) - sum(len(b) for b in todo))
+            if not todo:
+                continue
+            backend = BACKENDS.get(g.backend)(str(model.path))
+            for b in self._bar(todo, desc=f"generate {model.label}", leave=False):
+                requests = [(items[j][0].text, items[j][1]) for j in b]
+                seed = seed_from(g.seed, [keys[j] for j in b])
+                outs = backend.generate_batch(requests, params, seed)
+                self.store.put_generations([
+                    {"key": keys[j], "model_key": model.key, "prompt_id": items[j][0].id,
+                     "sample_index": items[j][1], "prompt": items[j][0].text, "text": o.text,
+                     "token_ids": o.token_ids, "info": {"backend": g.backend,
+                                                        "finished": o.finished}}
+                    for j, o in zip(b, outs)])
+                self._count("generate", True, len(b))
+
+    # ------------------------------------------------------------------ score
+
+    def scorers(self) -> list[Any]:
+        from evaluators.scorers import SCORERS
+
+        return [SCORERS.get(s.name)(self.task, **s.params) for s in self.spec.scorers]
+
+    def score(self) -> None:
+        from evaluators.scoring import exact_distributions, logp_scores, pointwise_scores
+
+        models = self.models()
+        for model in self._bar(models, desc="score", leave=False):
+            gens = self.store.generations(model.key)
+            for scorer in self.scorers():
+                c, s = pointwise_scores(self.store, scorer, gens)
+                self._count("score", True, c)
+                self._count("score", False, s)
+            for scoring_model in (model, models[0]):  # under the policy itself and the reference
+                c, s = logp_scores(self.store, scoring_model.key, scoring_model.path, gens)
+                self._count("score", True, c)
+                self._count("score", False, s)
+            if self.task.enumerable_responses(self.assets.eval_prompts[0].text) is not None:
+                c, s = exact_distributions(self.store, self.task, model.key, model.path,
+                                           self.assets.eval_prompts)
+                self._count("score", True, c)
+                self._count("score", False, s)
+
+    # ------------------------------------------------------------------ judge
+
+    def baseline(self) -> Model:
+        for m in self.models():
+            if m.label == self.spec.baseline:
+                return m
+        raise InputError(f"baseline '{self.spec.baseline}' is not a model of this experiment")
+
+    def judges(self) -> list[Any]:
+        from evaluators.judges import JUDGES
+
+        return [JUDGES.get(j.name)(self.task, **j.params) for j in self.spec.judges]
+
+    def judge(self) -> None:
+        from evaluators.scoring import pairwise_judgments
+
+        base = self.baseline()
+        base_gens = self.store.generations(base.key)
+        for model in self.models():
+            if model.key == base.key:
+                continue
+            for judge in self.judges():
+                c, s = pairwise_judgments(self.store, judge, base_gens,
+                                          self.store.generations(model.key))
+                self._count("judge", True, c)
+                self._count("judge", False, s)
+
+    # ------------------------------------------------------------------ report
+
+    def report(self) -> list[dict[str, Any]]:
+        from evaluators.report import leaderboard_records, write_leaderboard
+
+        records = leaderboard_records(self)
+        write_leaderboard(records, self.results_dir, self.spec.name)
+        self._count("report", True)
+        return records
+
+    def write_run_json(self, stages: list[str], seconds: float) -> None:
+        info = {"experiment": self.spec.name, "stages": stages, "counts": self.counts,
+                "seconds": round(seconds, 2), "code_version": code_version(),
+                "spec": dataclasses.asdict(self.spec),
+                "runs": [{"label": r.label, "method": r.method, "params": r.params,
+                          "seed": r.seed} for r in self.runs],
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        tmp = self.results_dir / ".run.json.tmp"
+        tmp.write_text(json.dumps(info, indent=2, default=str))
+        tmp.replace(self.results_dir / "run.json")

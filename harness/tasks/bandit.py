@@ -1,0 +1,129 @@
+"""`bandit`: prompts with an enumerable set of one-word answers and a hidden reward table.
+
+Because every possible answer can be listed, the trained policy's exact distribution over
+answers is computed from its logits, and compared with each method's theoretical optimum
+(SPO: softmax(r/alpha); DPO: pi_ref * exp(r/beta) / Z).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from harness.hashing import content_hash
+from harness.tasks.base import Progress, Prompt, Task, TaskAssets
+
+
+@dataclass
+class BanditOptions:
+    n_prompts: int = field(default=8, metadata={"help": "number of prompts (contexts)"})
+    n_arms: int = field(default=8, metadata={"help": "answers per prompt"})
+    reward_std: float = field(default=1.0, metadata={"help": "std of the true rewards"})
+    reference_temperature: float = field(
+        default=1.0, metadata={"help": "the SFT data policy is softmax(N(0,1)/temperature)"})
+    labels: str = field(default="soft", metadata={
+        "help": "'soft': every pair once with P(chosen > rejected); 'sampled': Bradley-Terry draws"})
+    pairs_per_prompt: int = field(default=64, metadata={"help": "pairs per prompt when sampled"})
+    sft_samples_per_prompt: int = field(default=512, metadata={"help": "SFT examples per prompt"})
+    sft_epochs: int = field(default=4, metadata={"help": "SFT epochs"})
+    hidden_size: int = field(default=64, metadata={"help": "tiny model width"})
+    num_layers: int = field(default=2, metadata={"help": "tiny model depth"})
+    seed: int = field(default=0, metadata={"help": "seed of rewards, reference and pairs"})
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+class BanditTask(Task):
+    name = "bandit"
+    Options = BanditOptions
+
+    def __init__(self, options: BanditOptions, store) -> None:
+        super().__init__(options, store)
+        o = options
+        if o.labels not in ("soft", "sampled"):
+            from harness.errors import InputError
+            raise InputError("task_options.labels must be 'soft' or 'sampled'")
+        rng = np.random.default_rng(o.seed)
+        self.prompts = [f"q{i}" for i in range(o.n_prompts)]
+        self.arms = [f"a{j}" for j in range(o.n_arms)]
+        self.reward_table = rng.normal(0.0, o.reward_std, size=(o.n_prompts, o.n_arms))
+        logits = rng.normal(0.0, 1.0, size=(o.n_prompts, o.n_arms)) / o.reference_temperature
+        self.data_policy = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        self._rng = rng
+
+    @property
+    def bt_scale(self) -> float:
+        return 1.0
+
+    def enumerable_responses(self, prompt: str) -> list[str]:
+        return list(self.arms)
+
+    def rewards(self, prompt: str, completions: list[str]) -> list[float]:
+        row = self.reward_table[self.prompts.index(prompt)]
+        floor = float(row.min()) - 1.0  # anything that is not an arm scores below every arm
+        return [float(row[self.arms.index(c.strip())]) if c.strip() in self.arms else floor
+                for c in completions]
+
+    def true_rewards(self, prompt: str) -> np.ndarray:
+        return self.reward_table[self.prompts.index(prompt)]
+
+    # --------------------------------------------------------------------- data
+
+    def _pairs(self) -> list[dict[str, Any]]:
+        o, rows = self.options, []
+        rng = np.random.default_rng([o.seed, 1])
+        for p, prompt in enumerate(self.prompts):
+            r = self.reward_table[p]
+            if o.labels == "soft":
+                for i, j in itertools.combinations(range(o.n_arms), 2):
+                    w, l_ = (i, j) if r[i] >= r[j] else (j, i)
+                    rows.append({"prompt": prompt, "chosen": self.arms[w],
+                                 "rejected": self.arms[l_],
+                                 "soft_label": _sigmoid(r[w] - r[l_])})
+            else:
+                for _ in range(o.pairs_per_prompt):
+                    i, j = rng.choice(o.n_arms, size=2, replace=False)
+                    w, l_ = (i, j) if rng.random() < _sigmoid(r[i] - r[j]) else (j, i)
+                    rows.append({"prompt": prompt, "chosen": self.arms[w],
+                                 "rejected": self.arms[l_]})
+        return rows
+
+    def prepare(self, progress: Progress) -> TaskAssets:
+        import torch
+
+        from harness.tasks.tiny_models import save_model, tiny_llama, word_tokenizer
+        from trainers.sft import train_sft
+
+        o = self.options
+        ref_key = content_hash({"task": "bandit", "options": {
+            k: v for k, v in vars(o).items() if k not in ("labels", "pairs_per_prompt")}})
+        found = self.store.get_artifact(ref_key)
+        if found is None:
+            torch.set_num_threads(max(1, torch.get_num_threads()))
+            tok = word_tokenizer(self.prompts + self.arms)
+            model = tiny_llama(tok, hidden_size=o.hidden_size, num_layers=o.num_layers,
+                               num_heads=4, max_positions=16, seed=o.seed)
+            rng = np.random.default_rng([o.seed, 2])
+            examples = []
+            for p, prompt in enumerate(self.prompts):
+                draws = rng.choice(o.n_arms, size=o.sft_samples_per_prompt, p=self.data_policy[p])
+                examples += [(prompt, self.arms[a]) for a in draws]
+            train_sft(model, tok, examples, epochs=o.sft_epochs, batch_size=64,
+                      learning_rate=3e-3, max_length=8, seed=o.seed, desc="bandit sft")
+            staging = self.store.staging_dir("reference", ref_key)
+            save_model(model, tok, staging)
+            path = self.store.commit_artifact("reference", ref_key, staging, {"task": "bandit"})
+            progress("reference", True)
+        else:
+            path = found["path"]
+            progress("reference", False)
+        return TaskAssets(reference_dir=path, reference_key=ref_key, pairs=self._pairs(),
+                          eval_prompts=[Prompt(id=f"{i:04d}", text=p)
+                                        for i, p in enumerate(self.prompts)],
+                          reg_prompts=list(self.prompts))

@@ -1,0 +1,61 @@
+"""What a task provides to the pipeline.
+
+A task owns its data and its ground truth: it builds (once, cached in the store) a
+tokenizer and a tiny model in Hugging Face format, trains the SFT reference, labels
+preference pairs from its true reward, and knows the reward of any answer. Everything
+after `prepare` sees only ordinary Hugging Face folders and lists of dicts.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from harness.store import Store
+
+
+@dataclass
+class Prompt:
+    id: str
+    text: str
+
+
+@dataclass
+class TaskAssets:
+    reference_dir: Path          # the SFT reference model + tokenizer, Hugging Face format
+    reference_key: str           # content key of that model
+    pairs: list[dict[str, Any]]  # TRL-style rows: prompt, chosen, rejected[, soft_label]
+    eval_prompts: list[Prompt]   # held-out prompts for generation
+    reg_prompts: list[str]       # prompts for SPO's KL regularizer (not the eval set)
+
+
+Progress = Callable[[str, bool], None]  # (unit name, computed?) -> None
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    Options: ClassVar[type]
+
+    def __init__(self, options: Any, store: Store) -> None:
+        self.options = options
+        self.store = store
+
+    @abstractmethod
+    def prepare(self, progress: Progress) -> TaskAssets:
+        """Build (or take from the store) the model, SFT reference, pairs and prompts."""
+
+    @abstractmethod
+    def rewards(self, prompt: str, completions: list[str]) -> list[float]:
+        """The true reward of each completion."""
+
+    @property
+    @abstractmethod
+    def bt_scale(self) -> float:
+        """P(a beats b) = sigmoid(bt_scale * (r_a - r_b)): the oracle's Bradley-Terry scale."""
+
+    def enumerable_responses(self, prompt: str) -> list[str] | None:
+        """All possible responses, where the response space is enumerable (bandit)."""
+        return None

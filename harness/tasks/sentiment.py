@@ -1,0 +1,162 @@
+"""`sentiment`: continue an opening of a Shakespeare line so that it reads positive.
+
+As in the DPO paper's controlled-sentiment experiment: a tiny model is trained on the
+corpus (the SFT reference), pairs of its continuations are labelled by an independent
+sentiment scorer (VADER), and the true reward of a continuation is VADER's compound score.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from harness.errors import InputError
+from harness.hashing import content_hash
+from harness.tasks.base import Progress, Prompt, Task, TaskAssets
+
+
+@dataclass
+class SentimentOptions:
+    prompt_words: int = field(default=3, metadata={"help": "words of a line given as the prompt"})
+    n_train_prompts: int = field(default=256, metadata={"help": "prompts to build pairs on"})
+    n_eval_prompts: int = field(default=64, metadata={"help": "held-out prompts"})
+    n_reg_prompts: int = field(default=256, metadata={"help": "prompts for SPO's KL regularizer"})
+    candidates_per_prompt: int = field(
+        default=4, metadata={"help": "SFT samples per prompt; the best and worst form the pair"})
+    completion_tokens: int = field(default=20, metadata={"help": "tokens per sampled continuation"})
+    labels: str = field(default="sampled", metadata={
+        "help": "'sampled': Bradley-Terry draw decides chosen; 'soft': best is chosen, with P as soft_label"})
+    bt_scale: float = field(default=5.0, metadata={
+        "help": "P(a beats b) = sigmoid(bt_scale * (vader(a) - vader(b)))"})
+    sft_lines: int = field(default=12000, metadata={"help": "corpus lines used for SFT"})
+    sft_epochs: int = field(default=2, metadata={"help": "SFT epochs"})
+    vocab_size: int = field(default=2048, metadata={"help": "BPE vocabulary size"})
+    hidden_size: int = field(default=128, metadata={"help": "tiny model width"})
+    num_layers: int = field(default=4, metadata={"help": "tiny model depth"})
+    seed: int = field(default=0, metadata={"help": "seed of splits, model, SFT and pairs"})
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+class SentimentTask(Task):
+    name = "sentiment"
+    Options = SentimentOptions
+
+    def __init__(self, options: SentimentOptions, store) -> None:
+        super().__init__(options, store)
+        if options.labels not in ("soft", "sampled"):
+            raise InputError("task_options.labels must be 'soft' or 'sampled'")
+        self._analyzer = None
+
+    @property
+    def bt_scale(self) -> float:
+        return self.options.bt_scale
+
+    def rewards(self, prompt: str, completions: list[str]) -> list[float]:
+        if self._analyzer is None:
+            from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+            self._analyzer = SentimentIntensityAnalyzer()
+        return [self._analyzer.polarity_scores(c)["compound"] for c in completions]
+
+    def _splits(self) -> dict[str, list[str]]:
+        from harness.tasks.corpus import verse_lines
+
+        o = self.options
+        lines = verse_lines(min_words=o.prompt_words + 3)
+        order = np.random.default_rng(o.seed).permutation(len(lines))
+        lines = [lines[i] for i in order]
+        sizes = {"eval": o.n_eval_prompts, "reg": o.n_reg_prompts, "train": o.n_train_prompts}
+        out, start = {}, 0
+        for name, n in sizes.items():
+            out[name] = lines[start:start + n]
+            start += n
+        out["sft"] = lines[start:start + o.sft_lines]
+        return out
+
+    def _split_line(self, line: str) -> tuple[str, str]:
+        words = line.split()
+        k = self.options.prompt_words
+        return " ".join(words[:k]), " " + " ".join(words[k:])
+
+    def prepare(self, progress: Progress) -> TaskAssets:
+        o = self.options
+        splits = self._splits()
+        model_opts = {k: getattr(o, k) for k in ("prompt_words", "sft_lines", "sft_epochs",
+                                                 "vocab_size", "hidden_size", "num_layers", "seed",
+                                                 "n_eval_prompts", "n_reg_prompts",
+                                                 "n_train_prompts")}
+        ref_key = content_hash({"task": "sentiment", "reference": model_opts})
+        found = self.store.get_artifact(ref_key)
+        if found is None:
+            path = self._build_reference(ref_key, splits["sft"])
+            progress("reference", True)
+        else:
+            path = found["path"]
+            progress("reference", False)
+
+        pair_opts = {k: getattr(o, k) for k in ("candidates_per_prompt", "completion_tokens",
+                                                "labels", "bt_scale")}
+        pairs_key = content_hash({"task": "sentiment", "pairs": pair_opts, "reference": ref_key})
+        found = self.store.get_artifact(pairs_key)
+        if found is None:
+            pairs = self._build_pairs(path, [self._split_line(s)[0] for s in splits["train"]])
+            staging = self.store.staging_dir("pairs", pairs_key)
+            import json
+            (staging / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
+            self.store.commit_artifact("pairs", pairs_key, staging, {"n": len(pairs)})
+            progress("pairs", True)
+        else:
+            import json
+            pairs = [json.loads(s) for s in (found["path"] / "pairs.jsonl").read_text().splitlines()]
+            progress("pairs", False)
+        return TaskAssets(
+            reference_dir=path, reference_key=ref_key, pairs=pairs,
+            eval_prompts=[Prompt(id=f"{i:04d}", text=self._split_line(s)[0])
+                          for i, s in enumerate(splits["eval"])],
+            reg_prompts=[self._split_line(s)[0] for s in splits["reg"]])
+
+    def _build_reference(self, key: str, lines: list[str]):
+        from harness.tasks.tiny_models import bpe_tokenizer, save_model, tiny_llama
+        from trainers.sft import train_sft
+
+        o = self.options
+        tok = bpe_tokenizer(lines, o.vocab_size)
+        model = tiny_llama(tok, hidden_size=o.hidden_size, num_layers=o.num_layers, num_heads=4,
+                           max_positions=128, seed=o.seed)
+        examples = [self._split_line(s) for s in lines]
+        train_sft(model, tok, examples, epochs=o.sft_epochs, batch_size=32, learning_rate=2e-3,
+                  max_length=48, seed=o.seed, loss_on_prompt=True, desc="sentiment sft")
+        staging = self.store.staging_dir("reference", key)
+        save_model(model, tok, staging)
+        return self.store.commit_artifact("reference", key, staging, {"task": "sentiment"})
+
+    def _build_pairs(self, reference_dir, prompts: list[str]) -> list[dict[str, Any]]:
+        """Sample candidates from the reference; best vs worst by VADER, labelled by BT."""
+        from evaluators.generation import HFBackend, SamplingParams
+
+        o = self.options
+        backend = HFBackend(str(reference_dir))
+        params = SamplingParams(max_new_tokens=o.completion_tokens, temperature=1.0, top_p=1.0)
+        texts = backend.generate([(p, i) for p in prompts for i in range(o.candidates_per_prompt)],
+                                 params, batch_size=64, seed=o.seed, desc="sentiment pairs")
+        rng = np.random.default_rng([o.seed, 3])
+        rows = []
+        for n, prompt in enumerate(prompts):
+            cands = [t.text for t in texts[n * o.candidates_per_prompt:(n + 1) * o.candidates_per_prompt]]
+            r = self.rewards(prompt, cands)
+            hi, lo = int(np.argmax(r)), int(np.argmin(r))
+            if r[hi] == r[lo] or cands[hi] == cands[lo]:
+                continue  # no preference signal in this prompt's samples
+            p_hi = _sigmoid(o.bt_scale * (r[hi] - r[lo]))
+            if o.labels == "soft":
+                rows.append({"prompt": prompt, "chosen": cands[hi], "rejected": cands[lo],
+                             "soft_label": p_hi})
+            else:
+                w, l_ = (hi, lo) if rng.random() < p_hi else (lo, hi)
+                rows.append({"prompt": prompt, "chosen": cands[w], "rejected": cands[l_]})
+        return rows

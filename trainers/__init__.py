@@ -1,0 +1,1 @@
+"""Preference-optimization losses and the one training loop they share."""

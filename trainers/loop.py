@@ -1,0 +1,181 @@
+"""The one training loop every method shares: only the loss object differs.
+
+Runs under Accelerate (one CPU, one GPU, or many with `accelerate launch`); saves a
+resumable Accelerate state every `save_every` steps (written under a temporary name and
+renamed, so a kill leaves the previous checkpoint intact) and resumes from the newest.
+Data order and online sampling are seeded from (seed, epoch) and (seed, step), so a
+resumed run takes exactly the same path as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from harness.hashing import seed_from
+from harness.spec import TrainingSpec
+from trainers.logprobs import batched_completion_logps, completion_logps
+from trainers.losses import PreferenceLoss
+from trainers.regularizers import exact_sequence_kl, sample_completions
+from trainers.tokenize import encode, pad_batch
+
+
+@dataclass
+class TrainJob:
+    label: str
+    seed: int
+    reference_dir: Path
+    pairs: list[dict[str, Any]]
+    reg_prompts: list[str]
+    training: TrainingSpec
+    work_dir: Path                     # resumable checkpoints live here until the run is done
+    ref_logps: tuple[torch.Tensor, torch.Tensor]  # cached reference log-probs (chosen, rejected)
+
+
+def compute_reference_logps(reference_dir: Path, pairs: list[dict[str, Any]], max_length: int
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probs of chosen and rejected completions under the reference, once."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(reference_dir, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(reference_dir, local_files_only=True,
+                                                 dtype=torch.float32).eval()
+    chosen = [encode(tok, r["prompt"], r["chosen"], max_length) for r in pairs]
+    rejected = [encode(tok, r["prompt"], r["rejected"], max_length) for r in pairs]
+    return (batched_completion_logps(model, chosen, tok.pad_token_id),
+            batched_completion_logps(model, rejected, tok.pad_token_id))
+
+
+def _latest_checkpoint(work_dir: Path) -> Path | None:
+    done = sorted(work_dir.glob("step-*"))
+    return done[-1] if done else None
+
+
+def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True):
+    """Train a policy initialised from the reference; returns (model, tokenizer, history)."""
+    from accelerate import Accelerator
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg = job.training
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    torch.manual_seed(job.seed)
+    tok = AutoTokenizer.from_pretrained(job.reference_dir, local_files_only=True)
+
+    def load():
+        return AutoModelForCausalLM.from_pretrained(job.reference_dir, local_files_only=True,
+                                                    dtype=torch.float32)
+
+    model = load()
+    model.train()
+    # A second resident model only where the objective or the KL log needs it.
+    reference = None
+    if loss_fn.regularizer is not None or cfg.kl_log_prompts > 0:
+        reference = load().to(accelerator.device).eval().requires_grad_(False)
+
+    enc_c = [encode(tok, r["prompt"], r["chosen"], cfg.max_length) for r in job.pairs]
+    enc_r = [encode(tok, r["prompt"], r["rejected"], cfg.max_length) for r in job.pairs]
+    soft = None
+    if any("soft_label" in r for r in job.pairs):
+        soft = torch.tensor([float(r.get("soft_label", 1.0)) for r in job.pairs])
+    ref_c, ref_r = (t.float() for t in job.ref_logps)
+
+    n = len(job.pairs)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
+                                  weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    start, history, window = 0, [], []  # window: metrics since the last log line
+    ckpt = _latest_checkpoint(job.work_dir)
+    if ckpt is not None:
+        accelerator.load_state(str(ckpt))
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        start, history, window = state["step"], state["history"], state["window"]
+
+    bar = tqdm(total=total, initial=start, desc=f"train {job.label}", leave=False,
+               disable=not show_progress)
+    for step in range(start, total):
+        epoch, s = divmod(step, steps_per_epoch)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(
+            seed_from(job.seed, "epoch", epoch)))
+        idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+        idx = idx[accelerator.process_index::accelerator.num_processes]
+        batch = pad_batch([enc_c[i] for i in idx] + [enc_r[i] for i in idx], tok.pad_token_id)
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        seq, _ = completion_logps(model, batch)
+        pc, pr = seq.logps.split(len(idx))
+        lc, lr_ = seq.lengths.split(len(idx))
+        dev = accelerator.device
+        out = loss_fn(policy_chosen_logps=pc, policy_rejected_logps=pr,
+                      ref_chosen_logps=ref_c[idx].to(dev), ref_rejected_logps=ref_r[idx].to(dev),
+                      chosen_lengths=lc, rejected_lengths=lr_,
+                      soft_labels=None if soft is None else soft[idx].to(dev))
+        loss = out.losses.mean()
+        metrics = {k: float(v) for k, v in out.metrics.items()}
+        metrics["entropy"] = float(seq.token_entropy)
+        reg = loss_fn.regularizer
+        if reg is not None:
+            kl = _online_kl(accelerator.unwrap_model(model), model, reference, tok, job,
+                            reg.prompts_per_step, reg.samples_per_prompt, reg.max_new_tokens,
+                            step)
+            loss = loss + reg.weight * kl
+            metrics["kl"] = float(kl)
+        metrics["loss"] = float(loss)
+        accelerator.backward(loss)
+        if cfg.max_grad_norm is not None:
+            metrics["grad_norm"] = float(accelerator.clip_grad_norm_(model.parameters(),
+                                                                     cfg.max_grad_norm))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        window.append(metrics)
+
+        last = step + 1 == total
+        if (step + 1) % cfg.log_every == 0 or last:
+            record = {k: sum(m[k] for m in window) / len(window) for k in window[0]}
+            if reg is None and reference is not None:
+                with torch.no_grad():
+                    record["kl"] = float(_online_kl(accelerator.unwrap_model(model), model,
+                                                    reference, tok, job, cfg.kl_log_prompts, 1,
+                                                    16, step))
+            record.update(step=step + 1, epoch=round((step + 1) / steps_per_epoch, 3))
+            history.append(record)
+            window = []
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+        bar.update(1)
+        if (step + 1) % cfg.save_every == 0 and not last:
+            _save_checkpoint(accelerator, job.work_dir, step + 1, history, window)
+    bar.close()
+    return accelerator.unwrap_model(model), tok, history
+
+
+def _online_kl(policy_unwrapped, policy, reference, tok, job: TrainJob, n_prompts: int,
+               samples_per_prompt: int, max_new_tokens: int, step: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed_from(job.seed, "reg-prompts", step))
+    pick = torch.randint(len(job.reg_prompts), (n_prompts,), generator=g).tolist()
+    prompts = [job.reg_prompts[i] for i in pick for _ in range(samples_per_prompt)]
+    samples = sample_completions(policy_unwrapped, tok, prompts, max_new_tokens,
+                                 seed_from(job.seed, "reg-samples", step))
+    return exact_sequence_kl(policy, reference, samples, tok.pad_token_id).mean()
+
+
+def _save_checkpoint(accelerator, work_dir: Path, step: int, history: list[dict],
+                     window: list[dict]) -> None:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    tmp = work_dir / f".tmp-step-{step:07d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.save_state(str(tmp))
+    (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "history": history, "window": window}))
+    tmp.rename(work_dir / f"step-{step:07d}")
+    for old in sorted(work_dir.glob("step-*"))[:-1]:
+        shutil.rmtree(old, ignore_errors=True)

@@ -34,15 +34,19 @@ def exact_distribution_metrics(logprobs: np.ndarray, rewards: np.ndarray,
     `logprobs` are the policy's sequence log-probs of every response; they are renormalised
     over the set (the mass the model leaks outside it is reported separately).
     """
-    mass = float(np.exp(logprobs).sum())
-    logp = logprobs - np.log(np.exp(logprobs).sum())
+    logprobs = np.asarray(logprobs, dtype=float)
+    lse = float(np.logaddexp.reduce(logprobs))   # log of the mass, without underflow
+    mass = float(np.exp(lse))
+    logp = logprobs - lse
     p = np.exp(logp)
+    nz = p > 0                                   # 0 * log 0 = 0
     out: dict[str, float | None] = {
-        "exact_entropy": float(-(p * logp).sum()),
+        "exact_entropy": float(-(p[nz] * logp[nz]).sum()),
         "exact_expected_reward": float((p * rewards).sum()),
         "exact_support_mass": mass,
         "exact_kl_to_target": None,
     }
     if target_logprobs is not None:
-        out["exact_kl_to_target"] = float((p * (logp - target_logprobs)).sum())
+        t = np.asarray(target_logprobs, dtype=float)
+        out["exact_kl_to_target"] = float((p[nz] * (logp[nz] - t[nz])).sum())
     return out

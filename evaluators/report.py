@@ -91,7 +91,8 @@ def leaderboard_records(exp) -> list[dict[str, Any]]:
 def _exact_logprobs(exp, model) -> dict[str, np.ndarray]:
     out = {}
     for p in exp.assets.eval_prompts:
-        key = exact_key(model.key, p.text, exp.task.enumerable_responses(p.text))
+        key = exact_key(model.key, p.text, exp.task.enumerable_responses(p.text),
+                        exp.assets.completion_eos)
         row = exp.store.scores([key]).get(key)
         if row is not None:
             out[p.text] = np.array(row["info"]["logprobs"])

@@ -75,18 +75,19 @@ def logp_scores(store: Store, model_key: str, model_path: Path, gens: list[dict]
     return len(todo), len(gens) - len(todo)
 
 
-def exact_key(model_key: str, prompt: str, responses: list[str]) -> str:
+def exact_key(model_key: str, prompt: str, responses: list[str], eos: bool) -> str:
     return content_hash({"exact-distribution": model_key, "prompt": prompt,
-                         "responses": responses})
+                         "responses": responses, "eos": eos})
 
 
 def exact_distributions(store: Store, task: Any, model_key: str, model_path: Path,
-                        prompts: list) -> tuple[int, int]:
+                        prompts: list, add_eos: bool = True) -> tuple[int, int]:
     """Sequence log-probs of every enumerable response (bandit), one unit per prompt."""
     from trainers.logprobs import batched_completion_logps
     from trainers.tokenize import encode
 
-    keys = {p.id: exact_key(model_key, p.text, task.enumerable_responses(p.text)) for p in prompts}
+    keys = {p.id: exact_key(model_key, p.text, task.enumerable_responses(p.text), add_eos)
+            for p in prompts}
     done = set(store.scores(list(keys.values())))
     todo = [p for p in prompts if keys[p.id] not in done]
     if todo:
@@ -94,7 +95,7 @@ def exact_distributions(store: Store, task: Any, model_key: str, model_path: Pat
         rows = []
         for p in todo:
             responses = task.enumerable_responses(p.text)
-            enc = [encode(tok, p.text, r, max_length=512) for r in responses]
+            enc = [encode(tok, p.text, r, 512, add_eos) for r in responses]
             logps = batched_completion_logps(model, enc, tok.pad_token_id).tolist()
             rows.append({"key": keys[p.id], "scorer": f"exact:{model_key}", "generation_key": p.id,
                          "value": None, "status": "ok",

@@ -101,13 +101,14 @@ class Experiment:
 
         a, max_len = self.assets, self.spec.training.max_length
         key = content_hash({"ref-logps": a.reference_key, "pairs": content_hash(a.pairs),
-                            "max_length": max_len})
+                            "max_length": max_len, "eos": a.completion_eos})
         found = self.store.get_artifact(key)
         if found is not None:
             self._count("train", False)
             t = torch.load(found["path"] / "ref_logps.pt")
             return t["chosen"], t["rejected"]
-        chosen, rejected = compute_reference_logps(a.reference_dir, a.pairs, max_len)
+        chosen, rejected = compute_reference_logps(a.reference_dir, a.pairs, max_len,
+                                                   a.completion_eos)
         staging = self.store.staging_dir("ref-logps", key)
         torch.save({"chosen": chosen, "rejected": rejected}, staging / "ref_logps.pt")
         self.store.commit_artifact("ref-logps", key, staging, {"n": len(a.pairs)})
@@ -128,7 +129,8 @@ class Experiment:
             work = self.results_dir / "work" / f"run-{key}"
             job = TrainJob(label=run.label, seed=run.seed, reference_dir=self.assets.reference_dir,
                            pairs=self.assets.pairs, reg_prompts=self.assets.reg_prompts,
-                           training=self.spec.training, work_dir=work, ref_logps=ref_logps)
+                           training=self.spec.training, work_dir=work, ref_logps=ref_logps,
+                           add_eos=self.assets.completion_eos)
             t0 = time.time()
             model, tok, history = train(job, get_loss(run.method, **run.params),
                                         show_progress=self.show_progress)
@@ -213,7 +215,7 @@ class Experiment:
                 self._count("score", False, s)
             if self.task.enumerable_responses(self.assets.eval_prompts[0].text) is not None:
                 c, s = exact_distributions(self.store, self.task, model.key, model.path,
-                                           self.assets.eval_prompts)
+                                           self.assets.eval_prompts, self.assets.completion_eos)
                 self._count("score", True, c)
                 self._count("score", False, s)
 

@@ -312,13 +312,20 @@ def _check_rules(spec: ExperimentSpec, file: str, locator: _Locator) -> None:
         check(getattr(spec.generation, name) > 0, f"generation.{name}", "must be positive")
     check(spec.generation.temperature > 0, "generation.temperature", "must be positive")
     check(0 < spec.generation.top_p <= 1, "generation.top_p", "must be in (0, 1]")
-    for i, run in enumerate(expand_runs(spec)):
-        try:
-            LOSSES.get(run.method)(**run.params)
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"{run.label}: {exc}", file=file,
-                             line=locator.line(f"methods.{i}.params"), field="params") from None
-    labels = [r.label for r in expand_runs(spec)]
+    for i, m in enumerate(spec.methods):
+        path = f"methods.{i}.params"
+        one = dataclasses.replace(spec, methods=[m], seeds=spec.seeds[:1])
+        for run in expand_runs(one):
+            try:
+                LOSSES.get(run.method)(**run.params)
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"{run.label}: {exc}", file=file, line=locator.line(path),
+                                 field=path) from None
+    try:
+        labels = [r.label for r in expand_runs(spec)]
+    except InputError as exc:
+        raise InputError(str(exc), file=file, line=locator.line("methods"),
+                         field="methods") from None
     check(spec.baseline in ("sft", *labels), "baseline",
           f"baseline must be 'sft' or one of the run labels: {', '.join(labels)}")
 

@@ -37,18 +37,19 @@ class TrainJob:
     training: TrainingSpec
     work_dir: Path                     # resumable checkpoints live here until the run is done
     ref_logps: tuple[torch.Tensor, torch.Tensor]  # cached reference log-probs (chosen, rejected)
+    add_eos: bool = True               # completions end with EOS (see TaskAssets.completion_eos)
 
 
-def compute_reference_logps(reference_dir: Path, pairs: list[dict[str, Any]], max_length: int
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
+def compute_reference_logps(reference_dir: Path, pairs: list[dict[str, Any]], max_length: int,
+                            add_eos: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probs of chosen and rejected completions under the reference, once."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(reference_dir, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(reference_dir, local_files_only=True,
                                                  dtype=torch.float32).eval()
-    chosen = [encode(tok, r["prompt"], r["chosen"], max_length) for r in pairs]
-    rejected = [encode(tok, r["prompt"], r["rejected"], max_length) for r in pairs]
+    chosen = [encode(tok, r["prompt"], r["chosen"], max_length, add_eos) for r in pairs]
+    rejected = [encode(tok, r["prompt"], r["rejected"], max_length, add_eos) for r in pairs]
     return (batched_completion_logps(model, chosen, tok.pad_token_id),
             batched_completion_logps(model, rejected, tok.pad_token_id))
 
@@ -79,8 +80,9 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
     if loss_fn.regularizer is not None or cfg.kl_log_prompts > 0:
         reference = load().to(accelerator.device).eval().requires_grad_(False)
 
-    enc_c = [encode(tok, r["prompt"], r["chosen"], cfg.max_length) for r in job.pairs]
-    enc_r = [encode(tok, r["prompt"], r["rejected"], cfg.max_length) for r in job.pairs]
+    enc_c = [encode(tok, r["prompt"], r["chosen"], cfg.max_length, job.add_eos) for r in job.pairs]
+    enc_r = [encode(tok, r["prompt"], r["rejected"], cfg.max_length, job.add_eos)
+             for r in job.pairs]
     soft = None
     if any("soft_label" in r for r in job.pairs):
         soft = torch.tensor([float(r.get("soft_label", 1.0)) for r in job.pairs])

@@ -115,9 +115,9 @@ class SPOLoss(PreferenceLoss):
     name: str = field(default="spo", init=False)
 
     def __post_init__(self) -> None:
-        if self.alpha <= 0:
+        if not self.alpha > 0:  # also rejects NaN
             raise ValueError("alpha must be positive")
-        if self.kl_weight < 0:
+        if not self.kl_weight >= 0:
             raise ValueError("lambda must be >= 0")
         if self.kl_estimator != "exact":
             raise ValueError("kl_estimator must be 'exact' (per-token KL over the vocabulary)")
@@ -156,6 +156,8 @@ def _spo(alpha: float = 1.0, weight_fn: None = None, **kw: Any) -> SPOLoss:
                "reg_prompts_per_step": "reg_prompts_per_step",
                "reg_samples_per_prompt": "reg_samples_per_prompt",
                "reg_max_new_tokens": "reg_max_new_tokens"}
+    if weight_fn is not None:
+        raise ValueError("spo: weight_fn (weighted SPO, METHODS.md §1.2) is not implemented")
     unknown = sorted(set(kw) - set(allowed))
     if unknown:
         raise TypeError(f"spo got unknown hyperparameters {unknown}; known: "
@@ -178,7 +180,7 @@ class DPOLoss(PreferenceLoss):
     name: str = field(default="dpo", init=False)
 
     def __post_init__(self) -> None:
-        if self.beta <= 0:
+        if not self.beta > 0:  # also rejects NaN
             raise ValueError("beta must be positive")
 
     def __call__(self, *, policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None,

@@ -17,9 +17,10 @@ from trainers.tokenize import encode, pad_batch
 
 def train_sft(model, tokenizer, examples: list[tuple[str, str]], *, epochs: int,
               batch_size: int, learning_rate: float, max_length: int, seed: int,
-              loss_on_prompt: bool = False, desc: str = "sft") -> list[float]:
+              loss_on_prompt: bool = False, add_eos: bool = True,
+              desc: str = "sft") -> list[float]:
     """Token-mean NLL of completions (and prompts if `loss_on_prompt`); returns epoch losses."""
-    encoded = [encode(tokenizer, p, c, max_length) for p, c in examples]
+    encoded = [encode(tokenizer, p, c, max_length, add_eos) for p, c in examples]
     opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     steps_per_epoch = math.ceil(len(encoded) / batch_size)
     total = epochs * steps_per_epoch

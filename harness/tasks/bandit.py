@@ -101,7 +101,7 @@ class BanditTask(Task):
         from trainers.sft import train_sft
 
         o = self.options
-        ref_key = content_hash({"task": "bandit", "options": {
+        ref_key = content_hash({"task": "bandit", "completion_eos": False, "options": {
             k: v for k, v in vars(o).items() if k not in ("labels", "pairs_per_prompt")}})
         found = self.store.get_artifact(ref_key)
         if found is None:
@@ -115,7 +115,8 @@ class BanditTask(Task):
                 draws = rng.choice(o.n_arms, size=o.sft_samples_per_prompt, p=self.data_policy[p])
                 examples += [(prompt, self.arms[a]) for a in draws]
             train_sft(model, tok, examples, epochs=o.sft_epochs, batch_size=64,
-                      learning_rate=3e-3, max_length=8, seed=o.seed, desc="bandit sft")
+                      learning_rate=3e-3, max_length=8, seed=o.seed, add_eos=False,
+                      desc="bandit sft")
             staging = self.store.staging_dir("reference", ref_key)
             save_model(model, tok, staging)
             path = self.store.commit_artifact("reference", ref_key, staging, {"task": "bandit"})
@@ -126,4 +127,4 @@ class BanditTask(Task):
         return TaskAssets(reference_dir=path, reference_key=ref_key, pairs=self._pairs(),
                           eval_prompts=[Prompt(id=f"{i:04d}", text=p)
                                         for i, p in enumerate(self.prompts)],
-                          reg_prompts=list(self.prompts))
+                          reg_prompts=list(self.prompts), completion_eos=False)

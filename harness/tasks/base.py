@@ -30,6 +30,9 @@ class TaskAssets:
     pairs: list[dict[str, Any]]  # TRL-style rows: prompt, chosen, rejected[, soft_label]
     eval_prompts: list[Prompt]   # held-out prompts for generation
     reg_prompts: list[str]       # prompts for SPO's KL regularizer (not the eval set)
+    # Whether a completion ends with EOS. The bandit's answers are single tokens without
+    # EOS, so that no probability mass can hide in an EOS decision outside the answer set.
+    completion_eos: bool = True
 
 
 Progress = Callable[[str, bool], None]  # (unit name, computed?) -> None

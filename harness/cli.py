@@ -61,13 +61,17 @@ def _run_stages(command: str, experiment: str, overrides: tuple[str, ...],
     spec = load_spec(experiment, overrides)
     exp = Experiment(spec, results_dir, show_progress=not quiet)
     stages = STAGE_STEPS[command]
-    for stage in stages:
+    seconds = {}
+    for stage in ("prepare", *stages):
+        t = time.time()
         getattr(exp, stage)()
-    exp.write_run_json(list(stages), time.time() - t0)
+        seconds[stage] = round(time.time() - t, 2)
+    exp.write_run_json(list(stages), time.time() - t0, seconds)
     click.echo(f"{spec.name}: {exp.results_dir}")
     for stage in ("prepare", *stages):
         c = exp.counts[stage]
-        click.echo(f"  {stage:9s} computed {c['computed']:6d}   from store {c['cached']:6d}")
+        click.echo(f"  {stage:9s} computed {c['computed']:6d}   from store {c['cached']:6d}"
+                   f"   {seconds[stage]:7.1f}s")
     if "report" in stages:
         click.echo((exp.results_dir / "leaderboard.md").read_text())
     click.echo(f"done in {time.time() - t0:.1f}s")

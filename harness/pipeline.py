@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -37,6 +38,10 @@ class Model:
 class Experiment:
     def __init__(self, spec: ExperimentSpec, results_dir: str | Path | None = None,
                  show_progress: bool = True) -> None:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()  # one bar per stage is enough
+        transformers.utils.logging.set_verbosity_error()
         self.spec = spec
         self.results_dir = Path(results_dir or spec.output.results_dir
                                 or Path("results") / spec.name)
@@ -46,6 +51,8 @@ class Experiment:
                                              prefix="task_options"), self.store)
         self.runs = expand_runs(spec)
         self.show_progress = show_progress
+        if not show_progress:
+            os.environ["TQDM_DISABLE"] = "1"  # also silences the bars of libraries and tasks
         self.counts = {s: {"computed": 0, "cached": 0} for s in STAGES}
         self._assets: TaskAssets | None = None
 
@@ -116,8 +123,8 @@ class Experiment:
         return chosen, rejected
 
     def train(self) -> None:
-        from trainers.losses import get_loss
         from trainers.loop import TrainJob, train
+        from trainers.losses import get_loss
 
         todo = [r for r in self.runs if self.store.get_run(self.run_key(r)) is None]
         self._count("train", False, len(self.runs) - len(todo))
@@ -256,9 +263,15 @@ class Experiment:
         self._count("report", True)
         return records
 
-    def write_run_json(self, stages: list[str], seconds: float) -> None:
+    def prepare(self) -> None:
+        """Build the task: tiny model and tokenizer, SFT reference, pairs, prompts."""
+        _ = self.assets
+
+    def write_run_json(self, stages: list[str], seconds: float,
+                       stage_seconds: dict[str, float]) -> None:
         info = {"experiment": self.spec.name, "stages": stages, "counts": self.counts,
-                "seconds": round(seconds, 2), "code_version": code_version(),
+                "seconds": round(seconds, 2), "stage_seconds": stage_seconds,
+                "code_version": code_version(),
                 "spec": dataclasses.asdict(self.spec),
                 "runs": [{"label": r.label, "method": r.method, "params": r.params,
                           "seed": r.seed} for r in self.runs],

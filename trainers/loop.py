@@ -10,6 +10,7 @@ resumed run takes exactly the same path as an uninterrupted one.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 from dataclasses import dataclass
@@ -131,8 +132,8 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
                             reg.prompts_per_step, reg.samples_per_prompt, reg.max_new_tokens,
                             step)
             loss = loss + reg.weight * kl
-            metrics["kl"] = float(kl)
-        metrics["loss"] = float(loss)
+            metrics["kl"] = float(kl.detach())
+        metrics["loss"] = float(loss.detach())
         accelerator.backward(loss)
         if cfg.max_grad_norm is not None:
             metrics["grad_norm"] = float(accelerator.clip_grad_norm_(model.parameters(),
@@ -176,6 +177,8 @@ def _save_checkpoint(accelerator, work_dir: Path, step: int, history: list[dict]
     work_dir.mkdir(parents=True, exist_ok=True)
     tmp = work_dir / f".tmp-step-{step:07d}"
     shutil.rmtree(tmp, ignore_errors=True)
+    # Accelerate warns that the tied lm_head is dropped from the file: it is re-tied on load.
+    logging.getLogger("accelerate").setLevel(logging.ERROR)
     accelerator.save_state(str(tmp))
     (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "history": history, "window": window}))
     tmp.rename(work_dir / f"step-{step:07d}")

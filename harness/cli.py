@@ -54,6 +54,8 @@ def _execute(command: str, experiment: str, overrides: tuple[str, ...], results_
 
 def _run_stages(command: str, experiment: str, overrides: tuple[str, ...],
                 results_dir: str | None, quiet: bool) -> None:
+    if quiet:  # read by tqdm when it is first imported, so set before any heavy import
+        os.environ["TQDM_DISABLE"] = "1"
     from harness.pipeline import Experiment
     from harness.spec import load_spec
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -51,8 +50,6 @@ class Experiment:
                                              prefix="task_options"), self.store)
         self.runs = expand_runs(spec)
         self.show_progress = show_progress
-        if not show_progress:
-            os.environ["TQDM_DISABLE"] = "1"  # also silences the bars of libraries and tasks
         self.counts = {s: {"computed": 0, "cached": 0} for s in STAGES}
         self._assets: TaskAssets | None = None
 
@@ -183,7 +180,7 @@ class Experiment:
             batches = [range(s, min(s + g.batch_size, len(items)))
                        for s in range(0, len(items), g.batch_size)]
             todo = [b for b in batches if any(keys[j] not in done for j in b)]
-            self._count("generate", False, len(items) - sum(len(b) for b in todo))
+            self._count("generate", False, len(done))
             if not todo:
                 continue
             backend = BACKENDS.get(g.backend)(str(model.path))
@@ -191,13 +188,14 @@ class Experiment:
                 requests = [(items[j][0].text, items[j][1]) for j in b]
                 seed = seed_from(g.seed, [keys[j] for j in b])
                 outs = backend.generate_batch(requests, params, seed)
+                new = [(j, o) for j, o in zip(b, outs) if keys[j] not in done]
                 self.store.put_generations([
                     {"key": keys[j], "model_key": model.key, "prompt_id": items[j][0].id,
                      "sample_index": items[j][1], "prompt": items[j][0].text, "text": o.text,
                      "token_ids": o.token_ids, "info": {"backend": g.backend,
                                                         "finished": o.finished}}
-                    for j, o in zip(b, outs)])
-                self._count("generate", True, len(b))
+                    for j, o in new])
+                self._count("generate", True, len(new))
 
     # ------------------------------------------------------------------ score
 

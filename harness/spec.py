@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -123,6 +124,20 @@ class RunSpec:
 # ---------------------------------------------------------------- loading and validation
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads 1e-3 (no dot) as a float, as YAML 1.2 and JSON do."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
 class _Locator:
     """Maps key paths ('methods.0.params.alpha') to line numbers of the YAML source."""
 
@@ -229,7 +244,7 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         raise InputError(f"--set expects key.path=value, got {assignment!r}")
     path, _, text = assignment.partition("=")
     try:
-        value = yaml.safe_load(text) if text else None
+        value = yaml.load(text, Loader=_Loader) if text else None
     except yaml.YAMLError as exc:
         raise InputError(f"--set {path}: value is not valid YAML ({exc.problem})") from None
     keys = path.strip().split(".")
@@ -259,7 +274,7 @@ def load_spec(path: str | Path, overrides: typing.Sequence[str] = ()) -> Experim
         raise InputError("experiment file not found", file=str(path))
     text = path.read_text()
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
@@ -321,6 +336,12 @@ def _check_rules(spec: ExperimentSpec, file: str, locator: _Locator) -> None:
             except (TypeError, ValueError) as exc:
                 raise InputError(f"{run.label}: {exc}", file=file, line=locator.line(path),
                                  field=path) from None
+    from harness.data import load_pairs, load_prompts
+
+    if spec.data.train_file:
+        load_pairs(spec.data.train_file)
+    if spec.data.eval_prompts_file:
+        load_prompts(spec.data.eval_prompts_file)
     try:
         labels = [r.label for r in expand_runs(spec)]
     except InputError as exc:

@@ -77,11 +77,16 @@ class Store:
     def artifact_dir(self, kind: str, key: str) -> Path:
         return self.root / "artifacts" / f"{kind}-{key}"
 
+    def _resolve(self, stored: str) -> Path:
+        """Artifacts live in <root>/artifacts/<name>: find them by name, wherever the
+        results folder now is and whatever the cwd (older rows hold cwd-relative paths)."""
+        return self.root / "artifacts" / Path(stored).name
+
     def get_artifact(self, key: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT path, info FROM artifacts WHERE key=?", (key,)).fetchone()
-        if row is None or not Path(row[0]).exists():
+        if row is None or not self._resolve(row[0]).exists():
             return None
-        return {"path": Path(row[0]), **json.loads(row[1])}
+        return {"path": self._resolve(row[0]), **json.loads(row[1])}
 
     def staging_dir(self, kind: str, key: str) -> Path:
         """A fresh folder to write an artifact into before `commit_artifact` renames it."""
@@ -96,7 +101,8 @@ class Store:
         staging.rename(final)
         with self.transaction() as c:
             c.execute("INSERT OR REPLACE INTO artifacts VALUES (?,?,?,?,?)",
-                      (key, kind, str(final), json.dumps(info), time.time()))
+                      (key, kind, str(final.relative_to(self.root)), json.dumps(info),
+                       time.time()))
         return final
 
     def _clean_partial_artifacts(self) -> None:
@@ -114,13 +120,15 @@ class Store:
         if row is None:
             return None
         return {"key": row[0], "label": row[1], "method": row[2], "params": json.loads(row[3]),
-                "seed": row[4], "checkpoint": row[5], "metadata": json.loads(row[6])}
+                "seed": row[4], "checkpoint": str(self._resolve(row[5])),
+                "metadata": json.loads(row[6])}
 
     def put_run(self, key: str, label: str, method: str, params: dict[str, Any], seed: int,
                 checkpoint: str, metadata: dict[str, Any]) -> None:
         with self.transaction() as c:
             c.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?)",
-                      (key, label, method, json.dumps(params), seed, checkpoint,
+                      (key, label, method, json.dumps(params), seed,
+                       str(Path("artifacts") / Path(checkpoint).name),
                        json.dumps(metadata), time.time()))
 
     # ------------------------------------------------------------------ generations

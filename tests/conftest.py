@@ -37,7 +37,7 @@ CLI = [sys.executable, "-m", "harness"]
 WORK_STAGES = ("train", "generate", "score", "judge")
 TABLES = ("runs", "generations", "scores", "judgments")
 
-# 3 prompts x 4 arms -> 18 soft-labelled pairs, 3 steps per epoch, 60 steps per run, a
+# 3 prompts x 4 arms -> 18 soft-labelled pairs, 3 steps per epoch, 36 steps per run, a
 # resumable checkpoint every 3 steps. SPO with lambda > 0 samples online at every step
 # and DPO logs a sampled KL, so a resumed run only matches if the RNG state is restored.
 # Generation: 3 models x 3 prompts x 4 samples = 36 samples in 9 batches of 4.
@@ -52,7 +52,7 @@ methods:
     params: {beta: 1}
 seeds: [0]
 training:
-  epochs: 20
+  epochs: 12
   batch_size: 8
   learning_rate: 0.003
   save_every: 3

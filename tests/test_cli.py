@@ -6,6 +6,7 @@ the key path or field where there is one), and leave an existing results store a
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -66,22 +67,26 @@ def test_cli_module_does_not_import_torch():
 
 # ---------------------------------------------------------------------------- bad specs
 
-BROKEN_YAML = "name: tiny\ntask: bandit\nmethods: [\n  {name: spo\n"
-UNKNOWN_KEY = TINY_SPEC.replace("  epochs: 20", "  epochz: 20")
-WRONG_TYPE = TINY_SPEC.replace("  epochs: 20", "  epochs: twenty")
-NO_METHODS = "name: tiny\ntask: bandit\nseeds: [0]\n"
-UNKNOWN_METHOD = TINY_SPEC.replace("name: dpo", "name: dpoo")
-UNKNOWN_TASK_OPTION = TINY_SPEC.replace("{n_prompts: 3,", "{n_prompt: 3,")
-# A sweep before the faulty method: the run index (2) is not the method index (1).
-SWEEP_THEN_BAD_PARAM = TINY_SPEC.replace(
-    "{alpha: 1, lambda: 0.1, reg_prompts_per_step: 2, reg_max_new_tokens: 2}",
-    "{alpha: [0.5, 1]}").replace("{beta: 1}", "{beta: -1}")
+def edit(text: str, old: str, new: str) -> str:
+    assert old in text, f"{old!r} not in the spec text"
+    return text.replace(old, new)
 
-def case(case_id, filename, text, args, fragments, xfail=None):
+
+BROKEN_YAML = "name: tiny\ntask: bandit\nmethods: [\n  {name: spo\n"
+UNKNOWN_KEY = edit(TINY_SPEC, "\n  epochs:", "\n  epochz:")
+WRONG_TYPE = re.sub(r"\n  epochs: \d+", "\n  epochs: twenty", TINY_SPEC)
+NO_METHODS = "name: tiny\ntask: bandit\nseeds: [0]\n"
+UNKNOWN_METHOD = edit(TINY_SPEC, "name: dpo", "name: dpoo")
+UNKNOWN_TASK_OPTION = edit(TINY_SPEC, "{n_prompts: 3,", "{n_prompt: 3,")
+# A sweep before the faulty method: the run index (2) is not the method index (1).
+SWEEP_THEN_BAD_PARAM = edit(edit(
+    TINY_SPEC, "{alpha: 1, lambda: 0.1, reg_prompts_per_step: 2, reg_max_new_tokens: 2}",
+    "{alpha: [0.5, 1]}"), "{beta: 1}", "{beta: -1}")
+
+def case(case_id, filename, text, args, fragments):
     """One bad-spec case: the file to write (text None: no file), extra CLI args, and the
     fragments the one-line message must contain."""
-    marks = [pytest.mark.xfail(strict=True, reason=xfail)] if xfail else []
-    return pytest.param(filename, text, args, fragments, id=case_id, marks=marks)
+    return pytest.param(filename, text, args, fragments, id=case_id)
 
 
 SPEC_ERRORS = [
@@ -136,12 +141,9 @@ def test_bad_spec_exits_2_with_one_line(tmp_path, filename, text, args, fragment
     assert not results.exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "PyYAML (YAML 1.1) reads 3e-3 as the string '3e-3' and the spec's float fields reject "
-    "strings, so the usual way of writing a learning rate is an error"))
 def test_float_in_scientific_notation_is_accepted(tmp_path):
     spec = write_spec(tmp_path / "tiny.yaml",
-                      TINY_SPEC.replace("learning_rate: 0.003", "learning_rate: 3e-3"))
+                      edit(TINY_SPEC, "learning_rate: 0.003", "learning_rate: 3e-3"))
     results = tmp_path / "results"
     # `report` on an empty results folder validates the spec, then stops with
     # "not trained yet" (exit 2) -- unless the spec itself is refused first.
@@ -156,7 +158,8 @@ GOOD_ROW = '{"prompt": "q0", "chosen": "a1", "rejected": "a2", "soft_label": 0.7
 
 
 def bad_data_files(tmp_path):
-    """(id, path, fragments of the message) for each kind of broken preference file."""
+    """(id, path, fragments of the message) for each kind of broken preference file; the
+    first fragment follows the path directly (`path:LINE:`)."""
     d = tmp_path / "data"
     d.mkdir()
     files = {
@@ -166,9 +169,9 @@ def bad_data_files(tmp_path):
         "missing-field": (GOOD_ROW + "\n" + GOOD_ROW + "\n"
                           + '{"prompt": "q1", "rejected": "a2", "soft_label": 0.7}\n',
                           [":3:", "'chosen'", "missing"]),
-        "soft-label-1.5": (GOOD_ROW + "\n" + GOOD_ROW.replace("0.7", "1.5") + "\n",
+        "soft-label-1.5": (GOOD_ROW + "\n" + edit(GOOD_ROW, "0.7", "1.5") + "\n",
                            [":2:", "'soft_label'", "1.5", "[0, 1]"]),
-        "missing-file": (None, ["not found"]),
+        "missing-file": (None, [": ", "not found"]),
     }
     out = []
     for name, (text, fragments) in files.items():
@@ -197,8 +200,8 @@ def test_bad_input_leaves_store_intact(tmp_path, tiny_spec):
         proc = cli("run", tiny_spec, "--results-dir", results,
                    "--set", f"data.train_file={path}")
         line = assert_input_error(proc)
-        assert str(path) in line, f"{name}: {line!r} does not name the file"
-        for fragment in fragments:
+        assert f"{path}{fragments[0]}" in line, f"{name}: {line!r} does not name file and line"
+        for fragment in fragments[1:]:
             assert fragment in line, f"{name}: {fragment!r} not in {line!r}"
         unchanged()
 
@@ -215,16 +218,12 @@ def test_bad_input_leaves_store_intact(tmp_path, tiny_spec):
     assert digest(results / "leaderboard.json") == board
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "data.train_file is read lazily by Experiment.assets, after the task's SFT reference "
-    "has been trained and stored, and train_sft's progress bar ignores --quiet; so a "
-    "typo in a data file costs the whole SFT and prints more than the one error line"))
 @pytest.mark.parametrize("which", ["missing-file", "soft-label-1.5"])
 def test_bad_data_file_fails_before_any_work(tmp_path, tiny_spec, which):
     (name, path, fragments), = [c for c in bad_data_files(tmp_path) if c[0] == which]
     results = tmp_path / "results"
     proc = cli("run", tiny_spec, "--results-dir", results, "--set", f"data.train_file={path}")
     assert proc.returncode == 2
-    assert str(path) in proc.stderr
+    assert f"{path}{fragments[0]}" in proc.stderr
     assert not list((results / "artifacts").glob("*")), "work was done before validation"
     assert_input_error(proc)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import shutil
 import sqlite3
 
-import pytest
-
 from tests.conftest import (
     N_GENERATIONS,
     N_RUNS,
@@ -107,19 +105,11 @@ def test_stages_before_training_exit_2(tmp_path, tiny_spec):
     assert not (results / "leaderboard.json").exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "--quiet only reaches the pipeline's own bars: trainers.sft.train_sft (the task's "
-    "SFT reference) always shows a tqdm bar on stderr"))
 def test_quiet_prints_no_progress_bars(reference_run):
     stderr = reference_run.proc.stderr
     assert "it/s" not in stderr and "%|" not in stderr, stderr[-2000:]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Store keeps artifact and checkpoint paths as given (relative to the cwd of the run "
-    "that wrote them, or absolute to the old place), so a moved results folder, or the "
-    "same folder reached from another cwd, rebuilds the SFT reference and cannot load "
-    "its trained checkpoints (OSError traceback)"))
 def test_results_folder_can_be_moved(tmp_path, tiny_spec):
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()
@@ -146,11 +136,6 @@ def _generations(results):
         con.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Experiment.generate regenerates every batch that holds a missing key, with a seed "
-    "drawn from the batch's keys, and INSERT OR REPLACEs all of it: samples already "
-    "stored get new text while their scores (keyed by generation key) are kept, so "
-    "rewards and log-probs in the store no longer belong to the stored samples"))
 def test_more_samples_keep_the_stored_ones(tmp_path, tiny_spec):
     results = tmp_path / "results"
     assert_ok(cli("run", tiny_spec, "--results-dir", results, *FAST))

@@ -1,0 +1,56 @@
+"""End-to-end runs of the shipped examples (slow: minutes on a 2-core CPU)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests.conftest import CLI, ENV, REPO
+
+FIELDS = {"method", "params", "win_rate", "win_rate_se", "lc_win_rate", "bt_rating",
+          "bt_ci_low", "bt_ci_high", "mean_reward", "distinct_1", "distinct_2", "self_bleu",
+          "entropy", "kl_to_ref", "n_prompts", "n_samples"}
+
+
+def _run(example: str, out) -> list[dict]:
+    proc = subprocess.run([*CLI, "run", str(REPO / "examples" / example), "--results-dir",
+                           str(out), "--quiet"], env={**ENV, "OMP_NUM_THREADS": "2"},
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads((out / "leaderboard.json").read_text())
+
+
+@pytest.mark.slow
+def test_bandit_example_reaches_each_methods_optimum(tmp_path):
+    """Exact soft labels, lambda 0: SPO -> softmax(r/alpha), DPO -> pi_ref exp(r/beta)/Z."""
+    board = {r["label"]: r for r in _run("bandit.yaml", tmp_path)}
+    spo = [board[f"spo(alpha={a})"] for a in ("0.5", "1", "2")]
+    dpo = [board[f"dpo(beta={b})"] for b in ("0.5", "1")]
+    for rec in spo + dpo:
+        assert FIELDS <= set(rec)
+        assert rec["exact_kl_to_target"] <= 0.02, rec
+        assert rec["exact_support_mass"] > 0.9, rec
+    entropies = [r["exact_entropy"] for r in spo]
+    assert entropies == sorted(entropies) and entropies[0] < entropies[-1] - 0.3
+    assert board["sft"]["exact_kl_to_target"] is None  # the reference has no target
+
+
+@pytest.mark.slow
+def test_quickstart_runs_and_reruns_from_the_store(tmp_path):
+    board = _run("quickstart.yaml", tmp_path)
+    labels = {r["label"] for r in board}
+    assert labels == {"sft", "dpo(beta=0.1)", "spo(alpha=0.5)", "spo(alpha=1)", "spo(alpha=2)"}
+    for rec in board:
+        assert FIELDS <= set(rec)
+        assert rec["n_prompts"] == 64 and rec["n_samples"] == 256
+        if not rec["is_baseline"]:
+            assert 0 <= rec["win_rate"] <= 100 and rec["win_rate_se"] > 0
+            assert rec["n_failed"] == 0 and rec["n_judged"] == 256
+            assert rec["bt_ci_low"] <= rec["bt_rating"] <= rec["bt_ci_high"]
+    again = _run("quickstart.yaml", tmp_path)
+    assert again == board
+    counts = json.loads((tmp_path / "run.json").read_text())["counts"]
+    assert all(counts[s]["computed"] == 0 for s in ("prepare", "train", "generate", "score",
+                                                     "judge"))

@@ -50,3 +50,23 @@ def exact_distribution_metrics(logprobs: np.ndarray, rewards: np.ndarray,
         t = np.asarray(target_logprobs, dtype=float)
         out["exact_kl_to_target"] = float((p[nz] * (logp[nz] - t[nz])).sum())
     return out
+
+
+def self_bleu(samples: list[tuple[str, str]]) -> float | None:
+    """Self-BLEU (Zhu et al. 2018): BLEU of each sample against the other samples of its prompt.
+
+    sacrebleu's sentence BLEU (0-100, default smoothing), averaged over samples, then over
+    prompts with at least two samples. Higher means less diverse.
+    """
+    import sacrebleu
+
+    by_prompt: dict[str, list[str]] = defaultdict(list)
+    for prompt_id, text in samples:
+        by_prompt[prompt_id].append(text)
+    values = []
+    for texts in by_prompt.values():
+        if len(texts) < 2:
+            continue
+        values.append(np.mean([sacrebleu.sentence_bleu(t, texts[:i] + texts[i + 1:]).score
+                               for i, t in enumerate(texts)]))
+    return float(np.mean(values)) if values else None

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluators.metrics import exact_distribution_metrics, per_prompt_distinct_n
+from evaluators.metrics import exact_distribution_metrics, per_prompt_distinct_n, self_bleu
 from evaluators.scoring import exact_key, judgment_key, logp_key, score_key
 from evaluators.stats import bootstrap_bt, win_rate
 
@@ -54,7 +54,8 @@ def leaderboard_records(exp) -> list[dict[str, Any]]:
             "mean_reward": _mean(rewards),
             "distinct_1": per_prompt_distinct_n([(g["prompt_id"], g["text"]) for g in gens], 1),
             "distinct_2": per_prompt_distinct_n([(g["prompt_id"], g["text"]) for g in gens], 2),
-            "self_bleu": None, "lc_win_rate": None,
+            "self_bleu": self_bleu([(g["prompt_id"], g["text"]) for g in gens]),
+            "lc_win_rate": None,
             "entropy": _mean([-v for v in lp_own]), "kl_to_ref": _mean(kl),
             "n_prompts": len({g["prompt_id"] for g in gens}), "n_samples": len(gens),
             "n_scored": len(rewards),
@@ -142,7 +143,7 @@ def write_leaderboard(records: list[dict[str, Any]], out_dir: Path, name: str) -
                          columns=cols)
     _atomic_write(out_dir / "leaderboard.csv", frame.to_csv(index=False))
     shown = ["label", "win_rate", "win_rate_se", "bt_rating", "mean_reward", "distinct_1",
-             "distinct_2", "entropy", "kl_to_ref"] + (EXACT[:3] if exact else [])
+             "distinct_2", "self_bleu", "entropy", "kl_to_ref"] + (EXACT[:3] if exact else [])
     lines = [f"# Leaderboard: {name}", "",
              "Win rate (%) against the baseline (a tie counts one half) with its standard error; "
              "BT rating on the Elo scale (baseline = 1000); entropy and KL in nats per sequence.",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import itertools
 import re
 import types
@@ -315,10 +316,16 @@ def _check_rules(spec: ExperimentSpec, file: str, locator: _Locator) -> None:
     for i, m in enumerate(spec.methods):
         check_name(LOSSES, m.name, f"methods.{i}.name")
     check_name(BACKENDS, spec.generation.backend, "generation.backend")
-    for i, j in enumerate(spec.judges):
-        check_name(JUDGES, j.name, f"judges.{i}.name")
-    for i, s in enumerate(spec.scorers):
-        check_name(SCORERS, s.name, f"scorers.{i}.name")
+    check(spec.base_model == "tiny", "base_model",
+          "only 'tiny' (the task's own locally built model) is supported so far")
+    for kind, registry, components in (("judges", JUDGES, spec.judges),
+                                       ("scorers", SCORERS, spec.scorers)):
+        for i, c in enumerate(components):
+            check_name(registry, c.name, f"{kind}.{i}.name")
+            try:  # bind the params now so a typo fails here, not in the judge stage
+                inspect.signature(registry.get(c.name)).bind(None, **c.params)
+            except TypeError as exc:
+                check(False, f"{kind}.{i}.params", f"{c.name}: {exc}")
     check(bool(spec.seeds), "seeds", "at least one seed is required")
     for name in ("epochs", "batch_size", "max_length", "save_every", "log_every"):
         check(getattr(spec.training, name) > 0, f"training.{name}", "must be positive")

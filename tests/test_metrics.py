@@ -121,3 +121,16 @@ def test_exact_metrics_zero_probability_arm() -> None:
     assert out["exact_entropy"] == pytest.approx(math.log(2))
     assert out["exact_expected_reward"] == pytest.approx(1.5)
     assert out["exact_kl_to_target"] == pytest.approx(math.log(3) - math.log(2))
+
+
+def test_self_bleu_identical_and_disjoint_samples():
+    from evaluators.metrics import self_bleu
+
+    same = [("p", "the cat sat on the mat")] * 3
+    assert self_bleu(same) == pytest.approx(100.0)
+    disjoint = [("p", "alpha beta gamma delta"), ("p", "one two three four"),
+                ("p", "red green blue black")]
+    assert self_bleu(disjoint) < 5.0
+    # averaged per prompt; a prompt with a single sample is skipped
+    assert self_bleu(same + [("q", "lonely")]) == pytest.approx(100.0)
+    assert self_bleu([("q", "lonely")]) is None

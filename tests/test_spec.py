@@ -379,3 +379,20 @@ def test_examples_load() -> None:
     assert files
     for f in files:
         assert expand_runs(load_spec(f))
+
+
+def test_unknown_judge_param_is_a_located_error(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("name: x\ntask: bandit\nmethods:\n  - name: spo\n"
+                    "judges:\n  - name: oracle\n    params: {scael: 2}\n")
+    with pytest.raises(InputError) as err:
+        load_spec(path)
+    assert "judges.0.params" in str(err.value) and "scael" in str(err.value)
+    assert f"{path}:" in str(err.value)
+
+
+def test_base_model_other_than_tiny_is_refused(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("name: x\ntask: bandit\nbase_model: gpt2\nmethods:\n  - name: spo\n")
+    with pytest.raises(InputError, match="base_model"):
+        load_spec(path)

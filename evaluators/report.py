@@ -146,11 +146,15 @@ def write_leaderboard(records: list[dict[str, Any]], out_dir: Path, name: str) -
              "distinct_2", "self_bleu", "entropy", "kl_to_ref"] + (EXACT[:3] if exact else [])
     lines = [f"# Leaderboard: {name}", "",
              "Win rate (%) against the baseline (a tie counts one half) with its standard error; "
-             "BT rating on the Elo scale (baseline = 1000); entropy and KL in nats per sequence.",
+             "BT rating on the Elo scale (baseline = 1000) with its 95% bootstrap interval; "
+             "entropy and KL in nats per sequence; self-BLEU 0-100 (higher = less diverse).",
              "", "| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     for r in rows:
         label = r["label"] + (" (baseline)" if r["is_baseline"] else "")
-        lines.append("| " + " | ".join([label] + [_fmt(r.get(c)) for c in shown[1:]]) + " |")
+        cells = [_fmt(r.get(c)) for c in shown[1:]]
+        if r.get("bt_ci_low") is not None and not r["is_baseline"]:
+            cells[shown.index("bt_rating") - 1] += f" [{r['bt_ci_low']:.0f}, {r['bt_ci_high']:.0f}]"
+        lines.append("| " + " | ".join([label] + cells) + " |")
     _atomic_write(out_dir / "leaderboard.md", "\n".join(lines) + "\n")
 
 

@@ -25,57 +25,31 @@ def _mean(values: list[float]) -> float | None:
 
 
 def leaderboard_records(exp) -> list[dict[str, Any]]:
+    """One record per model (the SFT reference and each run), read from the store only."""
     from trainers.losses import get_loss
 
-    store, models = exp.store, exp.models()
-    base = exp.baseline()
-    base_gens = {(g["prompt_id"], g["sample_index"]): g for g in store.generations(base.key)}
-    judge = exp.judges()[0]
-    reward_scorer = exp.scorers()[0]
+    models, base = exp.models(), exp.baseline()
     exact = exp.task.enumerable_responses(exp.assets.eval_prompts[0].text) is not None
     ref_exact = _exact_logprobs(exp, models[0]) if exact else None
+    base_gens = {(g["prompt_id"], g["sample_index"]): g for g in exp.store.generations(base.key)}
 
     records, battles = [], []
     for idx, model in enumerate(models):
-        gens = store.generations(model.key)
-        scores = store.scores([score_key(reward_scorer.fingerprint, g["key"]) for g in gens])
-        rewards = [v["value"] for v in scores.values() if v["status"] == "ok"]
-        own = store.scores([logp_key(model.key, g["key"]) for g in gens])
-        ref = store.scores([logp_key(models[0].key, g["key"]) for g in gens])
-        lp_own = [own[logp_key(model.key, g["key"])]["value"] for g in gens
-                  if logp_key(model.key, g["key"]) in own]
-        kl = [own[logp_key(model.key, g["key"])]["value"] - ref[logp_key(models[0].key, g["key"])]["value"]
-              for g in gens if logp_key(model.key, g["key"]) in own
-              and logp_key(models[0].key, g["key"]) in ref]
+        gens = exp.store.generations(model.key)
         rec: dict[str, Any] = {
             "label": model.label, "method": model.run.method if model.run else "sft",
             "params": model.run.params if model.run else {},
             "seed": model.run.seed if model.run else None, "is_baseline": model.key == base.key,
-            "mean_reward": _mean(rewards),
-            "distinct_1": per_prompt_distinct_n([(g["prompt_id"], g["text"]) for g in gens], 1),
-            "distinct_2": per_prompt_distinct_n([(g["prompt_id"], g["text"]) for g in gens], 2),
-            "self_bleu": self_bleu([(g["prompt_id"], g["text"]) for g in gens]),
-            "lc_win_rate": None,
-            "entropy": _mean([-v for v in lp_own]), "kl_to_ref": _mean(kl),
-            "n_prompts": len({g["prompt_id"] for g in gens}), "n_samples": len(gens),
-            "n_scored": len(rewards),
+            "lc_win_rate": None, "n_prompts": len({g["prompt_id"] for g in gens}),
+            "n_samples": len(gens),
         }
+        rec.update(_sample_metrics(exp, model, models[0], gens))
+        prefs, n_pairs = [], 0
         if model.key != base.key:
-            pairs = [(base_gens[(g["prompt_id"], g["sample_index"])], g) for g in gens
-                     if (g["prompt_id"], g["sample_index"]) in base_gens]
-            keys = [judgment_key(judge.fingerprint, c["prompt"], b["text"], c["text"])
-                    for b, c in pairs]
-            stored = store.judgments(keys)
-            prefs = []
-            for k, (_, c) in zip(keys, pairs):
-                if k in stored and stored[k]["status"] == "ok":
-                    prefs.append(stored[k]["preference"])
-                    battles.append((c["prompt_id"], idx, models.index(base), stored[k]["preference"]))
-            rec.update(win_rate(prefs))
-            rec["n_judged"], rec["n_failed"] = len(prefs), len(pairs) - len(prefs)
-        else:
-            rec.update(win_rate([]))
-            rec["n_judged"], rec["n_failed"] = 0, 0
+            judged, n_pairs = _judgments(exp, base_gens, gens)
+            prefs = [p for _, p in judged]
+            battles += [(prompt_id, idx, models.index(base), p) for prompt_id, p in judged]
+        rec.update(win_rate(prefs), n_judged=len(prefs), n_failed=n_pairs - len(prefs))
         if exact:
             loss = get_loss(model.run.method, **model.run.params) if model.run else None
             rec.update(_exact_metrics(exp, model, loss, ref_exact))
@@ -87,6 +61,40 @@ def leaderboard_records(exp) -> list[dict[str, Any]]:
             rec.update(bt_rating=round(float(p), 2), bt_ci_low=round(float(lo), 2),
                        bt_ci_high=round(float(hi), 2))
     return records
+
+
+def _sample_metrics(exp, model, reference, gens: list[dict]) -> dict[str, Any]:
+    """Reward, diversity, sequence entropy and Monte-Carlo KL over a model's own samples."""
+    scorer = exp.scorers()[0]
+    scores = exp.store.scores([score_key(scorer.fingerprint, g["key"]) for g in gens])
+    rewards = [v["value"] for v in scores.values() if v["status"] == "ok"]
+    own = exp.store.scores([logp_key(model.key, g["key"]) for g in gens])
+    ref = exp.store.scores([logp_key(reference.key, g["key"]) for g in gens])
+    lp_own, kl = [], []
+    for g in gens:
+        mine = own.get(logp_key(model.key, g["key"]))
+        theirs = ref.get(logp_key(reference.key, g["key"]))
+        if mine is not None:
+            lp_own.append(mine["value"])
+            if theirs is not None:
+                kl.append(mine["value"] - theirs["value"])
+    texts = [(g["prompt_id"], g["text"]) for g in gens]
+    return {"mean_reward": _mean(rewards), "n_scored": len(rewards),
+            "distinct_1": per_prompt_distinct_n(texts, 1),
+            "distinct_2": per_prompt_distinct_n(texts, 2), "self_bleu": self_bleu(texts),
+            "entropy": _mean([-v for v in lp_own]), "kl_to_ref": _mean(kl)}
+
+
+def _judgments(exp, base_gens: dict, gens: list[dict]) -> tuple[list[tuple[str, float]], int]:
+    """(prompt id, P(model beats baseline)) of every successful judgment, and the pair count."""
+    judge = exp.judges()[0]
+    pairs = [(base_gens[(g["prompt_id"], g["sample_index"])], g) for g in gens
+             if (g["prompt_id"], g["sample_index"]) in base_gens]
+    keys = [judgment_key(judge.fingerprint, c["prompt"], b["text"], c["text"]) for b, c in pairs]
+    stored = exp.store.judgments(keys)
+    judged = [(c["prompt_id"], stored[k]["preference"]) for k, (_, c) in zip(keys, pairs)
+              if k in stored and stored[k]["status"] == "ok"]
+    return judged, len(pairs)
 
 
 def _exact_logprobs(exp, model) -> dict[str, np.ndarray]:

@@ -72,6 +72,8 @@ class Experiment:
             if self.spec.data.eval_prompts_file:
                 assets.eval_prompts = [Prompt(i, p) for i, p in
                                        load_prompts(self.spec.data.eval_prompts_file)]
+            if self.spec.data.reg_prompts_file:
+                assets.reg_prompts = [p for _, p in load_prompts(self.spec.data.reg_prompts_file)]
             self._assets = assets
         return self._assets
 
@@ -255,9 +257,11 @@ class Experiment:
 
     def report(self) -> list[dict[str, Any]]:
         from evaluators.report import leaderboard_records, write_leaderboard
+        from evaluators.softness import write_softness
 
         records = leaderboard_records(self)
         write_leaderboard(records, self.results_dir, self.spec.name)
+        write_softness(records, self.results_dir)
         self._count("report", True)
         return records
 

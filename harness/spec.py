@@ -75,6 +75,8 @@ class ComponentSpec:
 class DataSpec:
     train_file: str | None = _f(None, help="JSONL of preference pairs replacing the task's own")
     eval_prompts_file: str | None = _f(None, help="JSONL of held-out prompts replacing the task's own")
+    reg_prompts_file: str | None = _f(
+        None, help="JSONL of prompts for SPO's KL regularizer (and the KL log) replacing the task's own")
 
 
 @dataclass
@@ -349,6 +351,8 @@ def _check_rules(spec: ExperimentSpec, file: str, locator: _Locator) -> None:
         load_pairs(spec.data.train_file)
     if spec.data.eval_prompts_file:
         load_prompts(spec.data.eval_prompts_file)
+    if spec.data.reg_prompts_file:
+        load_prompts(spec.data.reg_prompts_file)
     try:
         labels = [r.label for r in expand_runs(spec)]
     except InputError as exc:

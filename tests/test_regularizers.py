@@ -54,3 +54,58 @@ def test_exact_kl_gradient_flows_only_through_policy():
     kl.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.parameters())
     assert all(p.grad is None for p in ref.parameters())
+
+
+def test_k1_and_k3_estimate_the_same_kl_as_exact():
+    """All three are unbiased for the sequence KL on policy samples; compare within 4 SE."""
+    from trainers.regularizers import k1_sequence_kl, k3_sequence_kl
+
+    tok, policy, ref = _models()
+    samples = sample_completions(policy, tok, ["w3"] * 3000, max_new_tokens=4, seed=7)
+    with torch.no_grad():
+        exact = exact_sequence_kl(policy, ref, samples, tok.pad_token_id)
+        for fn in (k1_sequence_kl, k3_sequence_kl):
+            est = fn(policy, ref, samples, tok.pad_token_id)
+            se = float(est.std() / len(est) ** 0.5)
+            assert abs(float(est.mean()) - float(exact.mean())) < 4 * se + 1e-3, fn.__name__
+            if fn is k3_sequence_kl:
+                assert (est >= -1e-6).all()  # k3 is non-negative sample by sample
+
+
+def test_k1_gradient_is_the_score_function_gradient():
+    from trainers.logprobs import batched_completion_logps
+    from trainers.regularizers import k1_sequence_kl
+
+    tok, policy, ref = _models()
+    samples = sample_completions(policy, tok, ["w2"] * 6, max_new_tokens=3, seed=3)
+    est = k1_sequence_kl(policy, ref, samples, tok.pad_token_id)
+    est.mean().backward()
+    got = [p.grad.clone() for p in policy.parameters()]
+    policy.zero_grad()
+    # by hand: mean_i (k1_i - mean k1) * grad log pi(y_i)
+    with torch.no_grad():
+        k1 = (batched_completion_logps(policy, samples, tok.pad_token_id)
+              - batched_completion_logps(ref, samples, tok.pad_token_id)).float()
+    from trainers.logprobs import completion_logps
+    from trainers.tokenize import pad_batch
+    seq, _ = completion_logps(policy, pad_batch(samples, tok.pad_token_id))
+    ((k1 - k1.mean()) * seq.logps).mean().backward()
+    for g, p in zip(got, policy.parameters()):
+        assert torch.allclose(g, p.grad, atol=1e-6)
+
+
+def test_reference_estimator_samples_once_from_the_reference():
+    from trainers.regularizers import KLTerm
+
+    tok, policy, ref = _models()
+    term = KLTerm(ref, tok, ["w1", "w2", "w3"], seed=0, estimator="reference",
+                  prompts_per_step=4, samples_per_prompt=2, max_new_tokens=3)
+    assert term.pool is not None and len(term.pool) == 6
+    pool_before = [list(e.completion_ids) for e in term.pool]
+    with torch.no_grad():
+        a = term(policy, step=5)
+        b = term(policy, step=5)
+    assert float(a) == float(b) and float(a) > 0  # same step, same draw from the fixed pool
+    assert [list(e.completion_ids) for e in term.pool] == pool_before
+    with torch.no_grad():
+        assert float(term(ref, step=5)) < 1e-6  # zero when the policy is the reference

@@ -396,3 +396,14 @@ def test_base_model_other_than_tiny_is_refused(tmp_path):
     path.write_text("name: x\ntask: bandit\nbase_model: gpt2\nmethods:\n  - name: spo\n")
     with pytest.raises(InputError, match="base_model"):
         load_spec(path)
+
+
+def test_reg_prompts_file_is_validated(tmp_path):
+    bad = tmp_path / "reg.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"text": "no prompt"}\n')
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"name: x\ntask: bandit\nmethods:\n  - name: spo\n"
+                    f"data: {{reg_prompts_file: {bad}}}\n")
+    with pytest.raises(InputError) as err:
+        load_spec(path)
+    assert f"{bad}:2" in str(err.value) and "prompt" in str(err.value)

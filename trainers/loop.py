@@ -24,7 +24,7 @@ from harness.hashing import seed_from
 from harness.spec import TrainingSpec
 from trainers.logprobs import batched_completion_logps, completion_logps
 from trainers.losses import PreferenceLoss
-from trainers.regularizers import exact_sequence_kl, sample_completions
+from trainers.regularizers import KLTerm
 from trainers.tokenize import encode, pad_batch
 
 
@@ -97,6 +97,16 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    reg = loss_fn.regularizer
+    reg_term = kl_log = None
+    if reg is not None:
+        reg_term = KLTerm(reference, tok, job.reg_prompts, job.seed, estimator=reg.estimator,
+                          prompts_per_step=reg.prompts_per_step,
+                          samples_per_prompt=reg.samples_per_prompt,
+                          max_new_tokens=reg.max_new_tokens)
+    elif cfg.kl_log_prompts > 0:
+        kl_log = KLTerm(reference, tok, job.reg_prompts, job.seed,
+                        prompts_per_step=cfg.kl_log_prompts, max_new_tokens=16)
 
     start, history, window = 0, [], []  # window: metrics since the last log line
     ckpt = _latest_checkpoint(job.work_dir)
@@ -126,11 +136,8 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
         loss = out.losses.mean()
         metrics = {k: float(v) for k, v in out.metrics.items()}
         metrics["entropy"] = float(seq.token_entropy)
-        reg = loss_fn.regularizer
-        if reg is not None:
-            kl = _online_kl(accelerator.unwrap_model(model), model, reference, tok, job,
-                            reg.prompts_per_step, reg.samples_per_prompt, reg.max_new_tokens,
-                            step)
+        if reg_term is not None:
+            kl = reg_term(model, step, accelerator.unwrap_model(model))
             loss = loss + reg.weight * kl
             metrics["kl"] = float(kl.detach())
         metrics["loss"] = float(loss.detach())
@@ -146,11 +153,9 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
         last = step + 1 == total
         if (step + 1) % cfg.log_every == 0 or last:
             record = {k: sum(m[k] for m in window) / len(window) for k in window[0]}
-            if reg is None and reference is not None:
+            if reg_term is None and kl_log is not None:
                 with torch.no_grad():
-                    record["kl"] = float(_online_kl(accelerator.unwrap_model(model), model,
-                                                    reference, tok, job, cfg.kl_log_prompts, 1,
-                                                    16, step))
+                    record["kl"] = float(kl_log(model, step, accelerator.unwrap_model(model)))
             record.update(step=step + 1, epoch=round((step + 1) / steps_per_epoch, 3))
             history.append(record)
             window = []
@@ -160,16 +165,6 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
             _save_checkpoint(accelerator, job.work_dir, step + 1, history, window)
     bar.close()
     return accelerator.unwrap_model(model), tok, history
-
-
-def _online_kl(policy_unwrapped, policy, reference, tok, job: TrainJob, n_prompts: int,
-               samples_per_prompt: int, max_new_tokens: int, step: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed_from(job.seed, "reg-prompts", step))
-    pick = torch.randint(len(job.reg_prompts), (n_prompts,), generator=g).tolist()
-    prompts = [job.reg_prompts[i] for i in pick for _ in range(samples_per_prompt)]
-    samples = sample_completions(policy_unwrapped, tok, prompts, max_new_tokens,
-                                 seed_from(job.seed, "reg-samples", step))
-    return exact_sequence_kl(policy, reference, samples, tok.pad_token_id).mean()
 
 
 def _save_checkpoint(accelerator, work_dir: Path, step: int, history: list[dict],

@@ -41,3 +41,16 @@ def batched_completion_logps(model, encoded: list, pad_id: int, batch_size: int 
         batch = {k: v.to(device) for k, v in pad_batch(encoded[i:i + batch_size], pad_id).items()}
         values.append(completion_logps(model, batch)[0].logps.double().cpu())
     return torch.cat(values) if values else torch.zeros(0, dtype=torch.float64)
+
+
+def reference_token_kl(ref_logits: torch.Tensor, policy_logits: torch.Tensor,
+                       completion_mask: torch.Tensor) -> torch.Tensor:
+    """[B] sum over completion positions of KL(pi_ref(.|x,y_<t) || pi_theta(.|x,y_<t)) (TDPO's D).
+
+    Both logits are already shifted to predict the next token ([B, T-1, V]); the gradient
+    flows through the policy's logits only.
+    """
+    logq = ref_logits.float().log_softmax(-1)
+    logp = policy_logits.float().log_softmax(-1)
+    kl = (logq.exp() * (logq - logp)).sum(-1)
+    return (kl * completion_mask[:, 1:].to(kl.dtype)).sum(-1)

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from harness.hashing import seed_from
 from harness.spec import TrainingSpec
-from trainers.logprobs import batched_completion_logps, completion_logps
+from trainers.logprobs import batched_completion_logps, completion_logps, reference_token_kl
 from trainers.losses import PreferenceLoss
 from trainers.regularizers import KLTerm
 from trainers.tokenize import encode, pad_batch
@@ -78,7 +78,8 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
     model.train()
     # A second resident model only where the objective or the KL log needs it.
     reference = None
-    if loss_fn.regularizer is not None or cfg.kl_log_prompts > 0:
+    needs_token_kl = getattr(loss_fn, "requires_token_kl", False)  # TDPO's per-token KL
+    if loss_fn.regularizer is not None or cfg.kl_log_prompts > 0 or needs_token_kl:
         reference = load().to(accelerator.device).eval().requires_grad_(False)
 
     enc_c = [encode(tok, r["prompt"], r["chosen"], cfg.max_length, job.add_eos) for r in job.pairs]
@@ -125,14 +126,22 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
         idx = idx[accelerator.process_index::accelerator.num_processes]
         batch = pad_batch([enc_c[i] for i in idx] + [enc_r[i] for i in idx], tok.pad_token_id)
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        seq, _ = completion_logps(model, batch)
+        seq, logits = completion_logps(model, batch, return_logits=needs_token_kl)
         pc, pr = seq.logps.split(len(idx))
         lc, lr_ = seq.lengths.split(len(idx))
         dev = accelerator.device
+        extra = {}
+        if needs_token_kl:
+            with torch.no_grad():
+                ref_logits = reference(input_ids=batch["input_ids"],
+                                       attention_mask=batch["attention_mask"]).logits[:, :-1]
+            kl_c, kl_r = reference_token_kl(ref_logits, logits,
+                                            batch["completion_mask"]).split(len(idx))
+            extra = {"chosen_token_kl": kl_c, "rejected_token_kl": kl_r}
         out = loss_fn(policy_chosen_logps=pc, policy_rejected_logps=pr,
                       ref_chosen_logps=ref_c[idx].to(dev), ref_rejected_logps=ref_r[idx].to(dev),
                       chosen_lengths=lc, rejected_lengths=lr_,
-                      soft_labels=None if soft is None else soft[idx].to(dev))
+                      soft_labels=None if soft is None else soft[idx].to(dev), **extra)
         loss = out.losses.mean()
         metrics = {k: float(v) for k, v in out.metrics.items()}
         metrics["entropy"] = float(seq.token_entropy)

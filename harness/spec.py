@@ -382,8 +382,11 @@ def expand_runs(spec: ExperimentSpec) -> list[RunSpec]:
                 if len(spec.seeds) > 1:
                     label += f"/seed={seed}"
                 runs.append(RunSpec(method=m.name, params=params, seed=seed, label=label))
-    seen: set[str] = set()
+    seen: set[str] = {"sft"}  # the label of the SFT reference model
     for r in runs:
+        if r.label == "sft":
+            raise InputError("the run label 'sft' is reserved for the SFT reference model; "
+                             "give this method a 'label' (e.g. label: sft-on-chosen)")
         if r.label in seen:
             raise InputError(f"two runs share the label '{r.label}'; give one a distinct 'label'")
         seen.add(r.label)

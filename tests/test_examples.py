@@ -54,3 +54,17 @@ def test_quickstart_runs_and_reruns_from_the_store(tmp_path):
     counts = json.loads((tmp_path / "run.json").read_text())["counts"]
     assert all(counts[s]["computed"] == 0 for s in ("prepare", "train", "generate", "score",
                                                      "judge"))
+
+
+@pytest.mark.slow
+def test_every_method_with_a_stated_optimum_reaches_it_on_the_bandit(tmp_path):
+    board = {r["label"]: r for r in _run("bandit_methods.yaml", tmp_path)}
+    with_target = [r for r in board.values() if r["exact_kl_to_target"] is not None]
+    assert {r["method"] for r in with_target} == {"spo", "dpo", "ipo", "simpo", "sft", "tdpo",
+                                                   "gipo"}
+    for rec in with_target:
+        assert rec["exact_kl_to_target"] <= 0.02, rec
+    spo = [board[f"spo(alpha={a})"]["exact_entropy"] for a in ("0.5", "1", "2")]
+    dpo = [board[f"dpo(beta={b})"]["exact_entropy"] for b in ("0.25", "0.5", "1")]
+    assert spo == sorted(spo) and dpo == sorted(dpo)  # SPO: up with alpha; DPO: down as beta falls
+    assert dpo[0] < spo[0]  # DPO at beta 0.25 is more deterministic than any SPO here

@@ -407,3 +407,12 @@ def test_reg_prompts_file_is_validated(tmp_path):
     with pytest.raises(InputError) as err:
         load_spec(path)
     assert f"{bad}:2" in str(err.value) and "prompt" in str(err.value)
+
+
+def test_run_label_sft_is_reserved_for_the_reference(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("name: x\ntask: bandit\nmethods:\n  - name: sft\n")
+    with pytest.raises(InputError, match="reserved"):
+        load_spec(path)
+    path.write_text("name: x\ntask: bandit\nmethods:\n  - name: sft\n    label: sft-chosen\n")
+    assert [r.label for r in expand_runs(load_spec(path))] == ["sft-chosen"]

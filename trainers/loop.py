@@ -22,10 +22,11 @@ from tqdm.auto import tqdm
 
 from harness.hashing import seed_from
 from harness.spec import TrainingSpec
-from trainers.logprobs import batched_completion_logps, completion_logps, reference_token_kl
+from trainers.logprobs import batched_completion_logps
 from trainers.losses import PreferenceLoss
+from trainers.objectives import make_objective
 from trainers.regularizers import KLTerm
-from trainers.tokenize import encode, pad_batch
+from trainers.tokenize import encode
 
 
 @dataclass
@@ -82,15 +83,11 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
     if loss_fn.regularizer is not None or cfg.kl_log_prompts > 0 or needs_token_kl:
         reference = load().to(accelerator.device).eval().requires_grad_(False)
 
-    enc_c = [encode(tok, r["prompt"], r["chosen"], cfg.max_length, job.add_eos) for r in job.pairs]
-    enc_r = [encode(tok, r["prompt"], r["rejected"], cfg.max_length, job.add_eos)
-             for r in job.pairs]
-    soft = None
-    if any("soft_label" in r for r in job.pairs):
-        soft = torch.tensor([float(r.get("soft_label", 1.0)) for r in job.pairs])
-    ref_c, ref_r = (t.float() for t in job.ref_logps)
-
-    n = len(job.pairs)
+    # Built before any checkpoint is loaded: the untrained policy is the reference here.
+    objective = make_objective(loss_fn, tok, job.pairs, job.ref_logps, cfg.max_length,
+                               job.add_eos, reference=reference, initial_model=model,
+                               seed=seed_from(job.seed, "mismatch"))
+    n = objective.n
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
@@ -124,24 +121,7 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
             seed_from(job.seed, "epoch", epoch)))
         idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
         idx = idx[accelerator.process_index::accelerator.num_processes]
-        batch = pad_batch([enc_c[i] for i in idx] + [enc_r[i] for i in idx], tok.pad_token_id)
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        seq, logits = completion_logps(model, batch, return_logits=needs_token_kl)
-        pc, pr = seq.logps.split(len(idx))
-        lc, lr_ = seq.lengths.split(len(idx))
-        dev = accelerator.device
-        extra = {}
-        if needs_token_kl:
-            with torch.no_grad():
-                ref_logits = reference(input_ids=batch["input_ids"],
-                                       attention_mask=batch["attention_mask"]).logits[:, :-1]
-            kl_c, kl_r = reference_token_kl(ref_logits, logits,
-                                            batch["completion_mask"]).split(len(idx))
-            extra = {"chosen_token_kl": kl_c, "rejected_token_kl": kl_r}
-        out = loss_fn(policy_chosen_logps=pc, policy_rejected_logps=pr,
-                      ref_chosen_logps=ref_c[idx].to(dev), ref_rejected_logps=ref_r[idx].to(dev),
-                      chosen_lengths=lc, rejected_lengths=lr_,
-                      soft_labels=None if soft is None else soft[idx].to(dev), **extra)
+        out, seq = objective(model, idx, accelerator.device)
         loss = out.losses.mean()
         metrics = {k: float(v) for k, v in out.metrics.items()}
         metrics["entropy"] = float(seq.token_entropy)
@@ -161,7 +141,8 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
 
         last = step + 1 == total
         if (step + 1) % cfg.log_every == 0 or last:
-            record = {k: sum(m[k] for m in window) / len(window) for k in window[0]}
+            # nan-aware: KTO's rewards/chosen is NaN on a batch without desirable examples
+            record = {k: _nanmean([m[k] for m in window]) for k in window[0]}
             if reg_term is None and kl_log is not None:
                 with torch.no_grad():
                     record["kl"] = float(kl_log(model, step, accelerator.unwrap_model(model)))
@@ -174,6 +155,11 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
             _save_checkpoint(accelerator, job.work_dir, step + 1, history, window)
     bar.close()
     return accelerator.unwrap_model(model), tok, history
+
+
+def _nanmean(values: list[float]) -> float | None:
+    kept = [v for v in values if not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else None
 
 
 def _save_checkpoint(accelerator, work_dir: Path, step: int, history: list[dict],

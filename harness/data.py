@@ -40,9 +40,54 @@ def _string(row: dict, key: str, path: str, n: int) -> str:
     return row[key]
 
 
+def _number(value: Any, path: str, n: int, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise InputError("must be a number", file=path, line=n, field=key)
+    return float(value)
+
+
+def _ranked(row: dict, path: str, n: int) -> dict[str, Any]:
+    """A list row: `responses` with `scores` (a full ranking) or `chosen_index` (best-of-n).
+
+    Stored sorted best -> worst under `responses`, with `ranked` saying which form it is.
+    """
+    prompt = _string(row, "prompt", path, n)
+    responses = row["responses"]
+    if (not isinstance(responses, list) or len(responses) < 2
+            or not all(isinstance(r, str) and r for r in responses)):
+        raise InputError("must be a list of at least two non-empty strings", file=path, line=n,
+                         field="responses")
+    if ("scores" in row) == ("chosen_index" in row):
+        raise InputError("give either 'scores' (a ranking) or 'chosen_index' (best-of-n)",
+                         file=path, line=n, field="responses")
+    if "scores" in row:
+        scores = row["scores"]
+        if not isinstance(scores, list) or len(scores) != len(responses):
+            raise InputError("must be a list as long as 'responses'", file=path, line=n,
+                             field="scores")
+        values = [_number(s, path, n, "scores") for s in scores]
+        order = sorted(range(len(responses)), key=lambda i: -values[i])  # stable for ties
+        return {"prompt": prompt, "responses": [responses[i] for i in order], "ranked": True}
+    best = row["chosen_index"]
+    if isinstance(best, bool) or not isinstance(best, int) or not 0 <= best < len(responses):
+        raise InputError(f"must be an index into 'responses' (0..{len(responses) - 1})",
+                         file=path, line=n, field="chosen_index")
+    rest = [r for i, r in enumerate(responses) if i != best]
+    return {"prompt": prompt, "responses": [responses[best], *rest], "ranked": False}
+
+
 def load_pairs(path: str | Path) -> list[dict[str, Any]]:
-    out, has_soft = [], None
+    """Pair rows (prompt, chosen, rejected[, soft_label]) or list rows (see `_ranked`)."""
+    out, has_soft, kind = [], None, None
     for n, row in _rows(path):
+        row_kind = "list" if "responses" in row else "pair"
+        if kind is not None and row_kind != kind:
+            raise InputError(f"a {row_kind} row in a file of {kind} rows: use one kind per file",
+                             file=str(path), line=n, field="responses")
+        kind = row_kind
+        if row_kind == "list":
+            out.append(_ranked(row, str(path), n))
+            continue
         item = {k: _string(row, k, str(path), n) for k in ("prompt", "chosen", "rejected")}
         if "soft_label" in row:
             p = row["soft_label"]

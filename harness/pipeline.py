@@ -106,6 +106,8 @@ class Experiment:
         from trainers.loop import compute_reference_logps
 
         a, max_len = self.assets, self.spec.training.max_length
+        if a.pairs and "responses" in a.pairs[0]:  # lists: only reference-free SPO uses them
+            return torch.zeros(0), torch.zeros(0)
         key = content_hash({"ref-logps": a.reference_key, "pairs": content_hash(a.pairs),
                             "max_length": max_len, "eos": a.completion_eos})
         found = self.store.get_artifact(key)
@@ -125,6 +127,11 @@ class Experiment:
         from trainers.loop import TrainJob, train
         from trainers.losses import get_loss
 
+        if self.assets.pairs and "responses" in self.assets.pairs[0]:
+            for run in self.runs:
+                if not hasattr(get_loss(run.method, **run.params), "list_loss"):
+                    raise InputError(f"run '{run.label}': {run.method} takes pairs; ranked and "
+                                     "best-of-n lists are supported by spo")
         todo = [r for r in self.runs if self.store.get_run(self.run_key(r)) is None]
         self._count("train", False, len(self.runs) - len(todo))
         if not todo:

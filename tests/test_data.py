@@ -168,3 +168,40 @@ def test_load_prompts_errors(tmp_path: Path) -> None:
     path = tmp_path / "p6.jsonl"
     path.write_text("")
     assert "no rows" in str(_error(load_prompts, path))
+
+
+def test_ranked_and_best_of_n_rows(tmp_path):
+    path = tmp_path / "lists.jsonl"
+    path.write_text('{"prompt": "p", "responses": ["a", "b", "c"], "scores": [1, 3, 2]}\n'
+                    '{"prompt": "q", "responses": ["x", "y"], "scores": [0.5, 0.5]}\n')
+    rows = load_pairs(path)
+    assert rows[0] == {"prompt": "p", "responses": ["b", "c", "a"], "ranked": True}
+    assert rows[1]["responses"] == ["x", "y"]  # ties keep the given order
+    best = tmp_path / "best.jsonl"
+    best.write_text('{"prompt": "p", "responses": ["a", "b", "c"], "chosen_index": 2}\n')
+    assert load_pairs(best) == [{"prompt": "p", "responses": ["c", "a", "b"], "ranked": False}]
+
+
+@pytest.mark.parametrize("row, field", [
+    ('{"prompt": "p", "responses": ["a"], "scores": [1]}', "responses"),
+    ('{"prompt": "p", "responses": ["a", "b"], "scores": [1]}', "scores"),
+    ('{"prompt": "p", "responses": ["a", "b"], "scores": [1, "x"]}', "scores"),
+    ('{"prompt": "p", "responses": ["a", "b"]}', "responses"),
+    ('{"prompt": "p", "responses": ["a", "b"], "chosen_index": 5}', "chosen_index"),
+    ('{"prompt": "p", "responses": ["a", "b"], "chosen_index": 0, "scores": [1, 2]}',
+     "responses"),
+])
+def test_bad_list_rows_name_line_and_field(tmp_path, row, field):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "p", "responses": ["a", "b"], "scores": [1, 2]}\n' + row + "\n")
+    with pytest.raises(InputError) as err:
+        load_pairs(path)
+    assert f"{path}:2" in str(err.value) and field in str(err.value)
+
+
+def test_pair_and_list_rows_do_not_mix(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n'
+                    '{"prompt": "p", "responses": ["a", "b"], "scores": [1, 2]}\n')
+    with pytest.raises(InputError, match="one kind per file"):
+        load_pairs(path)

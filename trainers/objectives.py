@@ -102,6 +102,8 @@ class UnpairedObjective:
 
 def make_objective(loss_fn: PreferenceLoss, tokenizer, pairs, ref_logps, max_length: int,
                    add_eos: bool, *, reference=None, initial_model=None, seed: int = 0):
+    if pairs and "responses" in pairs[0]:
+        return ListObjective(loss_fn, tokenizer, pairs, max_length, add_eos)
     if getattr(loss_fn, "paired", True):
         return PairedObjective(loss_fn, tokenizer, pairs, ref_logps, max_length, add_eos,
                                reference)
@@ -109,4 +111,33 @@ def make_objective(loss_fn: PreferenceLoss, tokenizer, pairs, ref_logps, max_len
                              initial_model, seed)
 
 
-__all__ = ["Encoded", "PairedObjective", "UnpairedObjective", "make_objective"]
+
+
+class ListObjective:
+    """Ranked lists or best-of-n sets, sorted best -> worst: the Plackett-Luce form of SPO."""
+
+    def __init__(self, loss_fn: PreferenceLoss, tokenizer, rows: list[dict[str, Any]],
+                 max_length: int, add_eos: bool) -> None:
+        if not hasattr(loss_fn, "list_loss"):
+            raise ValueError(f"{loss_fn.name} takes pairs; ranked and best-of-n lists are "
+                             "supported by spo")
+        sizes = {len(r["responses"]) for r in rows}
+        kinds = {r["ranked"] for r in rows}
+        if len(sizes) != 1 or len(kinds) != 1:
+            raise ValueError("all lists must have the same length and the same form "
+                             f"(found lengths {sorted(sizes)})")
+        self.loss_fn, self.tok = loss_fn, tokenizer
+        self.size, self.ranked = sizes.pop(), kinds.pop()
+        self.lists = [[encode(tokenizer, r["prompt"], y, max_length, add_eos)
+                       for y in r["responses"]] for r in rows]
+        self.n = len(rows)
+
+    def __call__(self, model, idx: torch.Tensor, device) -> tuple[LossOutput, SequenceLogps]:
+        batch = {k: v.to(device) for k, v in
+                 pad_batch([e for i in idx for e in self.lists[i]], self.tok.pad_token_id).items()}
+        seq, _ = completion_logps(model, batch)
+        out = self.loss_fn.list_loss(seq.logps.view(len(idx), self.size), ranked=self.ranked)
+        return out, seq
+
+
+__all__ = ["Encoded", "ListObjective", "PairedObjective", "UnpairedObjective", "make_objective"]

@@ -26,8 +26,10 @@ class BanditOptions:
     reference_temperature: float = field(
         default=1.0, metadata={"help": "the SFT data policy is softmax(N(0,1)/temperature)"})
     labels: str = field(default="soft", metadata={
-        "help": "'soft': every pair once with P(chosen > rejected); 'sampled': Bradley-Terry draws"})
-    pairs_per_prompt: int = field(default=64, metadata={"help": "pairs per prompt when sampled"})
+        "help": "'soft': every pair once with P(chosen > rejected); 'sampled': Bradley-Terry "
+                "draws; 'ranked': full rankings of the answers drawn from Plackett-Luce"})
+    pairs_per_prompt: int = field(default=64, metadata={
+        "help": "pairs (or rankings) per prompt when sampled or ranked"})
     sft_samples_per_prompt: int = field(default=512, metadata={"help": "SFT examples per prompt"})
     sft_epochs: int = field(default=4, metadata={"help": "SFT epochs"})
     hidden_size: int = field(default=64, metadata={"help": "tiny model width"})
@@ -46,9 +48,9 @@ class BanditTask(Task):
     def __init__(self, options: BanditOptions, store) -> None:
         super().__init__(options, store)
         o = options
-        if o.labels not in ("soft", "sampled"):
+        if o.labels not in ("soft", "sampled", "ranked"):
             from harness.errors import InputError
-            raise InputError("task_options.labels must be 'soft' or 'sampled'")
+            raise InputError("task_options.labels must be 'soft', 'sampled' or 'ranked'")
         rng = np.random.default_rng(o.seed)
         self.prompts = [f"q{i}" for i in range(o.n_prompts)]
         self.arms = [f"a{j}" for j in range(o.n_arms)]
@@ -80,7 +82,13 @@ class BanditTask(Task):
         rng = np.random.default_rng([o.seed, 1])
         for p, prompt in enumerate(self.prompts):
             r = self.reward_table[p]
-            if o.labels == "soft":
+            if o.labels == "ranked":
+                # Plackett-Luce with weights exp(r): sorting r + Gumbel noise draws a ranking
+                for _ in range(o.pairs_per_prompt):
+                    order = np.argsort(-(r + rng.gumbel(size=o.n_arms)), kind="stable")
+                    rows.append({"prompt": prompt, "responses": [self.arms[a] for a in order],
+                                 "ranked": True})
+            elif o.labels == "soft":
                 for i, j in itertools.combinations(range(o.n_arms), 2):
                     w, l_ = (i, j) if r[i] >= r[j] else (j, i)
                     rows.append({"prompt": prompt, "chosen": self.arms[w],

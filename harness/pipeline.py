@@ -145,8 +145,13 @@ class Experiment:
                            training=self.spec.training, work_dir=work, ref_logps=ref_logps,
                            add_eos=self.assets.completion_eos)
             t0 = time.time()
-            model, tok, history = train(job, get_loss(run.method, **run.params),
-                                        show_progress=self.show_progress)
+            loss = get_loss(run.method, **run.params)
+            if getattr(loss, "iterative", False):  # SPPO: sample -> judge -> train, repeated
+                from harness.iterative import train_sppo
+
+                model, tok, history = train_sppo(self, run, key, loss, self.show_progress)
+            else:
+                model, tok, history = train(job, loss, show_progress=self.show_progress)
             metadata = {"label": run.label, "method": run.method, "params": run.params,
                         "seed": run.seed, "run_key": key,
                         "reference": self.assets.reference_key,

@@ -23,11 +23,16 @@ class SPPOLoss(PairwiseLoss):
     """
 
     beta: float = 1e-3
+    iterations: int = 3            # outer self-play iterations (harness/iterative.py)
+    samples_per_prompt: int = 5    # K responses sampled per prompt from each iterate
     name: str = field(default="sppo", init=False)
     soft_labels_enter_formula = True
+    iterative = True  # the pipeline runs the sample -> judge -> train outer loop
 
     def __post_init__(self) -> None:
         check_positive(self.name, "beta", self.beta)
+        if self.iterations < 1 or self.samples_per_prompt < 2:
+            raise ValueError("sppo: iterations must be >= 1 and samples_per_prompt >= 2")
 
     def pair_losses(self, b: Pairs, p: Tensor | None) -> Tensor:
         t = (0.5 if p is None else p - 0.5) / self.beta

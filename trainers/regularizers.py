@@ -71,12 +71,18 @@ def _token_logps(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, t
     return tok, batch["completion_mask"][:, 1:].to(tok.dtype)
 
 
-def k1_sequence_kl(policy, reference, samples: list[Encoded], pad_id: int) -> torch.Tensor:
+def _sampled_token_logps(policy, reference, samples: list[Encoded], pad_id: int):
+    """Token log-probs of the samples under the policy (with grad) and the reference."""
     device = next(policy.parameters()).device
     batch = {k: v.to(device) for k, v in pad_batch(samples, pad_id).items()}
     lp, mask = _token_logps(policy, batch)
     with torch.no_grad():
         lq, _ = _token_logps(reference, batch)
+    return lp, lq, mask
+
+
+def k1_sequence_kl(policy, reference, samples: list[Encoded], pad_id: int) -> torch.Tensor:
+    lp, lq, mask = _sampled_token_logps(policy, reference, samples, pad_id)
     seq_p, seq_q = (lp * mask).sum(-1), (lq * mask).sum(-1)
     k1 = (seq_p - seq_q).detach()
     surrogate = (k1 - k1.mean()) * seq_p  # grad = (k1 - b) grad log pi_theta(y)
@@ -84,11 +90,7 @@ def k1_sequence_kl(policy, reference, samples: list[Encoded], pad_id: int) -> to
 
 
 def k3_sequence_kl(policy, reference, samples: list[Encoded], pad_id: int) -> torch.Tensor:
-    device = next(policy.parameters()).device
-    batch = {k: v.to(device) for k, v in pad_batch(samples, pad_id).items()}
-    lp, mask = _token_logps(policy, batch)
-    with torch.no_grad():
-        lq, _ = _token_logps(reference, batch)
+    lp, lq, mask = _sampled_token_logps(policy, reference, samples, pad_id)
     log_r = lq - lp
     return ((log_r.exp() - 1 - log_r) * mask).sum(-1)
 

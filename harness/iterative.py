@@ -1,10 +1,12 @@
 """SPPO's outer loop (METHODS.md §5): sample from the current iterate, judge, train, repeat.
 
 Iteration t: K responses per training prompt are sampled from pi_t (pi_0 = the SFT
-reference), scored by the experiment's first scorer, and P(y_i > y_j) = sigmoid(s (r_i -
-r_j)) with the task's Bradley-Terry scale s; the best and the worst response form a pair
-with soft label P(best > worst) (SPPO's `sppo_single` form, as in its code). pi_{t+1} is
-trained on these pairs with pi_t as the reference. Each finished iterate is an artifact
+reference). P(y_i > y_j) comes from the experiment's first scorer as sigmoid(s (r_i - r_j))
+with the task's Bradley-Terry scale s (preference: scorer, SPPO's PairRM scores), or from
+its first pairwise judge asked about every unordered pair (preference: judge). Win rates
+P(y_i > pi_t) = (1/K) sum_j P(y_i > y_j); the responses with the highest and lowest win
+rate form the pair, labelled for both SPPO forms. pi_{t+1} is trained on these pairs with
+pi_t as the reference. Each finished iterate is an artifact
 keyed by (run, t), so a killed run resumes at the last finished iterate (and, inside an
 iterate, from its last training checkpoint).
 """
@@ -20,25 +22,67 @@ from harness.errors import InputError
 from harness.hashing import content_hash, seed_from
 
 
-def self_play_pairs(backend, scorer, prompts: list[str], k: int, bt_scale: float, seed: int,
-                    max_new_tokens: int) -> list[dict[str, Any]]:
+def win_matrix_from_scores(scores: list[float], bt_scale: float) -> list[list[float]]:
+    """P(y_i > y_j) = sigmoid(s (r_i - r_j)), 1/2 on the diagonal (SPPO's compute_prob)."""
+    return [[1.0 / (1.0 + math.exp(-bt_scale * (a - b))) for b in scores] for a in scores]
+
+
+def win_matrix_from_judge(judge, prompt: str, texts: list[str]) -> list[list[float]] | None:
+    """Every unordered pair judged once: P(y_j > y_i) = judge(baseline y_i, candidate y_j).
+
+    None when any judgment failed: the prompt gives no pair this iteration rather than one
+    built on a partial matrix.
+    """
+    k = len(texts)
+    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+    verdicts = judge.judge(prompt, [texts[i] for i, _ in pairs], [texts[j] for _, j in pairs])
+    m = [[0.5] * k for _ in range(k)]
+    for (i, j), p in zip(pairs, verdicts):
+        if p is None:
+            return None
+        m[j][i], m[i][j] = float(p), 1.0 - float(p)
+    return m
+
+
+def pair_from_win_matrix(prompt: str, texts: list[str],
+                         m: list[list[float]]) -> dict[str, Any] | None:
+    """Best and worst by estimated win rate P(y_i > pi_t) = (1/K) sum_j P(y_i > y_j).
+
+    The diagonal contributes 1/2, as in SPPO's code. The row carries both SPPO forms'
+    labels: soft_label = P(best > worst) and the two responses' win rates.
+    """
+    k = len(texts)
+    win = [sum(row) / k for row in m]
+    hi = max(range(k), key=lambda i: win[i])
+    lo = min(range(k), key=lambda i: win[i])
+    if win[hi] == win[lo] or texts[hi] == texts[lo]:
+        return None  # no preference signal among this prompt's samples
+    return {"prompt": prompt, "chosen": texts[hi], "rejected": texts[lo],
+            "soft_label": m[hi][lo], "chosen_win_rate": win[hi], "rejected_win_rate": win[lo]}
+
+
+def self_play_pairs(backend, prompts: list[str], k: int, seed: int, max_new_tokens: int, *,
+                    scorer=None, judge=None, bt_scale: float = 1.0) -> tuple[list[dict], int]:
+    """One iteration's training rows, and how many prompts had a failed judgment."""
     from evaluators.generation import SamplingParams
 
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=1.0, top_p=1.0)
     outs = backend.generate([(p, i) for p in prompts for i in range(k)], params,
                             batch_size=64, seed=seed, desc="sppo samples")
-    rows = []
+    rows, failed = [], 0
     for n, prompt in enumerate(prompts):
         texts = [o.text for o in outs[n * k:(n + 1) * k]]
-        scores = scorer.score(prompt, texts) if len(texts) else []
-        hi = max(range(k), key=lambda i: scores[i])
-        lo = min(range(k), key=lambda i: scores[i])
-        if scores[hi] == scores[lo] or texts[hi] == texts[lo]:
-            continue  # no preference signal among this prompt's samples
-        p = 1.0 / (1.0 + math.exp(-bt_scale * (scores[hi] - scores[lo])))
-        rows.append({"prompt": prompt, "chosen": texts[hi], "rejected": texts[lo],
-                     "soft_label": p})
-    return rows
+        if judge is not None:
+            m = win_matrix_from_judge(judge, prompt, texts)
+        else:
+            m = win_matrix_from_scores(scorer.score(prompt, texts), bt_scale)
+        if m is None:
+            failed += 1
+            continue
+        row = pair_from_win_matrix(prompt, texts, m)
+        if row is not None:
+            rows.append(row)
+    return rows, failed
 
 
 def train_sppo(exp, run, run_key: str, loss, show_progress: bool = True):
@@ -48,7 +92,8 @@ def train_sppo(exp, run, run_key: str, loss, show_progress: bool = True):
 
     store, assets = exp.store, exp.assets
     prompts = sorted({r["prompt"] for r in assets.pairs})
-    scorer = exp.scorers()[0]
+    judge = exp.judges()[0] if loss.preference == "judge" else None
+    scorer = None if judge is not None else exp.scorers()[0]
     policy_dir: Path = Path(assets.reference_dir)
     history: list[dict[str, Any]] = []
     model = tok = None
@@ -59,12 +104,14 @@ def train_sppo(exp, run, run_key: str, loss, show_progress: bool = True):
             policy_dir = found["path"]
             history += found.get("history", [])
             continue
-        rows = self_play_pairs(HFBackend(str(policy_dir)), scorer, prompts,
-                               loss.samples_per_prompt, exp.task.bt_scale,
-                               seed_from(run.seed, "sppo", t), exp.spec.generation.max_new_tokens)
+        rows, failed = self_play_pairs(HFBackend(str(policy_dir)), prompts,
+                                       loss.samples_per_prompt, seed_from(run.seed, "sppo", t),
+                                       exp.spec.generation.max_new_tokens, scorer=scorer,
+                                       judge=judge, bt_scale=exp.task.bt_scale)
         if not rows:
             raise InputError(f"run '{run.label}', sppo iteration {t + 1}: no prompt gave two "
-                             "differently scored samples; raise samples_per_prompt")
+                             f"differently judged samples ({failed} prompts had failed "
+                             "judgments); raise samples_per_prompt")
         ref = compute_reference_logps(policy_dir, rows, exp.spec.training.max_length,
                                       assets.completion_eos)
         work = exp.results_dir / "work" / f"run-{run_key}-iter{t}"
@@ -73,7 +120,8 @@ def train_sppo(exp, run, run_key: str, loss, show_progress: bool = True):
                        training=exp.spec.training, work_dir=work, ref_logps=ref,
                        add_eos=assets.completion_eos)
         model, tok, hist = train(job, loss, show_progress=show_progress)
-        hist = [{**h, "iteration": t + 1, "n_pairs": len(rows)} for h in hist]
+        hist = [{**h, "iteration": t + 1, "n_pairs": len(rows), "n_failed_prompts": failed}
+                for h in hist]
         staging = store.staging_dir("sppo-iterate", key)
         model.save_pretrained(staging)
         tok.save_pretrained(staging)

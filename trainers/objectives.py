@@ -28,6 +28,10 @@ class PairedObjective:
                          for r in pairs]
         self.soft = (torch.tensor([float(r.get("soft_label", 1.0)) for r in pairs])
                      if any("soft_label" in r for r in pairs) else None)
+        # SPPO's per-response win rates against the current iterate, when the rows carry them
+        self.win_rates = (torch.tensor([[float(r["chosen_win_rate"]), float(r["rejected_win_rate"])]
+                                        for r in pairs])
+                          if pairs and all("chosen_win_rate" in r for r in pairs) else None)
         self.ref_c, self.ref_r = (t.float() for t in ref_logps)
         self.needs_token_kl = getattr(loss_fn, "requires_token_kl", False)  # TDPO
         self.n = len(pairs)
@@ -47,6 +51,10 @@ class PairedObjective:
                                             attention_mask=batch["attention_mask"]).logits[:, :-1]
             kl_c, kl_r = reference_token_kl(ref_logits, logits, batch["completion_mask"]).split(b)
             extra = {"chosen_token_kl": kl_c, "rejected_token_kl": kl_r}
+        if self.win_rates is not None and "chosen_win_rate" in getattr(self.loss_fn,
+                                                                        "extra_inputs", ()):
+            w = self.win_rates[idx].to(device)
+            extra.update(chosen_win_rate=w[:, 0], rejected_win_rate=w[:, 1])
         out = self.loss_fn(policy_chosen_logps=pc, policy_rejected_logps=pr,
                            ref_chosen_logps=self.ref_c[idx].to(device),
                            ref_rejected_logps=self.ref_r[idx].to(device),

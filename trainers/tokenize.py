@@ -15,8 +15,8 @@ class Encoded:
 
 def encode(tokenizer, prompt: str, completion: str, max_length: int,
            add_eos: bool = True) -> Encoded:
-    """BOS + prompt, then completion (+ EOS); the prompt is cut from the left to fit."""
-    prompt_ids = [tokenizer.bos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    """Prompt (see `encode_prompt`), then completion (+ EOS); the prompt is cut from the left."""
+    prompt_ids = encode_prompt(tokenizer, prompt)
     completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
     if add_eos:
         completion_ids = completion_ids + [tokenizer.eos_token_id]
@@ -27,8 +27,27 @@ def encode(tokenizer, prompt: str, completion: str, max_length: int,
     return Encoded(prompt_ids, completion_ids)
 
 
+def uses_chat_template(tokenizer) -> bool:
+    """Instruct models (a tokenizer with a chat template) see prompts as a user turn."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
 def encode_prompt(tokenizer, prompt: str) -> list[int]:
-    return [tokenizer.bos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    """The token ids a completion is conditioned on; one definition for every stage.
+
+    With a chat template: the template's rendering of one user turn plus the generation
+    prompt (the template brings its own special tokens, so no BOS is added twice). Without:
+    BOS (when the tokenizer has one) + the prompt's tokens. The completion then ends with
+    the tokenizer's EOS, which for chat models is the end-of-turn token.
+    """
+    if uses_chat_template(tokenizer):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                            add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):  # some versions return a BatchEncoding
+            ids = ids["input_ids"]
+        return list(ids)
+    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+    return bos + tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
 
 def pad_batch(items: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:

@@ -43,6 +43,17 @@ class GenerationBackend(Protocol):
 BACKENDS: Registry[type] = Registry("generation backend", "spo_harness.backends")
 
 
+def resolve_backend(name: str) -> str:
+    """'auto' is vllm where vLLM imports and a GPU is present (its fast path), else hf."""
+    if name != "auto":
+        return name
+    import importlib.util
+
+    import torch
+
+    return "vllm" if importlib.util.find_spec("vllm") and torch.cuda.is_available() else "hf"
+
+
 @BACKENDS.register("hf")
 class HFBackend:
     """Hugging Face `generate`: batched, left-padded, seeded; the CPU default."""
@@ -66,11 +77,13 @@ class HFBackend:
         batch = left_pad([encode_prompt(tok, p) for p, _ in requests], tok.pad_token_id)
         batch = {k: v.to(self.device) for k, v in batch.items()}
         torch.manual_seed(seed)
+        sampling = ({"do_sample": False} if params.temperature == 0 else
+                    {"do_sample": True, "temperature": params.temperature,
+                     "top_p": params.top_p, "top_k": 0})
         with torch.no_grad():
             out = self.model.generate(
-                **batch, do_sample=True, temperature=params.temperature, top_p=params.top_p,
-                top_k=0, max_new_tokens=params.max_new_tokens, pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id)
+                **batch, **sampling, max_new_tokens=params.max_new_tokens,
+                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         new = out[:, batch["input_ids"].shape[1]:].tolist()
         completions = []
         for ids in new:

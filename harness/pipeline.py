@@ -183,7 +183,7 @@ class Experiment:
                              "seed": self.spec.generation.seed})
 
     def generate(self) -> None:
-        from evaluators.generation import BACKENDS
+        from evaluators.generation import BACKENDS, resolve_backend
 
         g, params = self.spec.generation, self.sampling()
         prompts = self.assets.eval_prompts
@@ -197,7 +197,7 @@ class Experiment:
             self._count("generate", False, len(done))
             if not todo:
                 continue
-            backend = BACKENDS.get(g.backend)(str(model.path))
+            backend = BACKENDS.get(resolve_backend(g.backend))(str(model.path), **g.options)
             for b in self._bar(todo, desc=f"generate {model.label}", leave=False):
                 requests = [(items[j][0].text, items[j][1]) for j in b]
                 seed = seed_from(g.seed, [keys[j] for j in b])

@@ -56,10 +56,14 @@ class TrainingSpec:
 
 @dataclass
 class GenerationSpec:
-    backend: str = _f("hf", help="generation backend (hf)")
+    backend: str = _f("auto", help="generation backend: auto (vllm where it imports and a GPU is "
+                      "present, else hf), hf, vllm, openai")
+    options: dict[str, Any] = _f({}, help="keyword arguments of the backend (e.g. openai: base_url, "
+                                  "api_key_env, concurrency, timeout)")
     n_samples: int = _f(4, help="samples per held-out prompt")
     max_new_tokens: int = _f(32, help="tokens generated per sample")
-    temperature: float = _f(1.0, help="sampling temperature (1.0 keeps entropy/KL estimates unbiased)")
+    temperature: float = _f(1.0, help="sampling temperature (1.0 keeps entropy/KL estimates unbiased; "
+                            "0 = greedy)")
     top_p: float = _f(1.0, help="nucleus sampling mass")
     batch_size: int = _f(32, help="sequences per generate() call")
     seed: int = _f(0, help="base sampling seed; each batch derives its own from its content")
@@ -317,7 +321,13 @@ def _check_rules(spec: ExperimentSpec, file: str, locator: _Locator) -> None:
     check(bool(spec.methods), "methods", "at least one method is required")
     for i, m in enumerate(spec.methods):
         check_name(LOSSES, m.name, f"methods.{i}.name")
-    check_name(BACKENDS, spec.generation.backend, "generation.backend")
+    if spec.generation.backend != "auto":
+        check_name(BACKENDS, spec.generation.backend, "generation.backend")
+        try:  # backend options bind now, as judge and scorer params do
+            inspect.signature(BACKENDS.get(spec.generation.backend)).bind(
+                None, **spec.generation.options)
+        except TypeError as exc:
+            check(False, "generation.options", f"{spec.generation.backend}: {exc}")
     check(spec.base_model == "tiny", "base_model",
           "only 'tiny' (the task's own locally built model) is supported so far")
     for kind, registry, components in (("judges", JUDGES, spec.judges),
@@ -334,7 +344,7 @@ def _check_rules(spec: ExperimentSpec, file: str, locator: _Locator) -> None:
     check(spec.training.learning_rate > 0, "training.learning_rate", "must be positive")
     for name in ("n_samples", "max_new_tokens", "batch_size"):
         check(getattr(spec.generation, name) > 0, f"generation.{name}", "must be positive")
-    check(spec.generation.temperature > 0, "generation.temperature", "must be positive")
+    check(spec.generation.temperature >= 0, "generation.temperature", "must be >= 0 (0 = greedy)")
     check(0 < spec.generation.top_p <= 1, "generation.top_p", "must be in (0, 1]")
     for i, m in enumerate(spec.methods):
         path = f"methods.{i}.params"

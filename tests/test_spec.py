@@ -57,7 +57,7 @@ def test_minimal_spec_loads_with_defaults(tmp_path: Path) -> None:
     assert spec.training.epochs == 2 and spec.training.batch_size == 16
     assert spec.training.learning_rate == pytest.approx(5e-4)
     assert spec.training.max_grad_norm == pytest.approx(1.0)
-    assert spec.generation.backend == "hf" and spec.generation.n_samples == 4
+    assert spec.generation.backend == "auto" and spec.generation.n_samples == 4
     assert spec.generation.temperature == 1.0
     assert spec.data.train_file is None and spec.output.results_dir is None
     assert [j.name for j in spec.judges] == ["oracle"]
@@ -292,7 +292,7 @@ def test_unknown_judge(tmp_path: Path) -> None:
     ("seeds: []\n", 6, "seeds"),
     ("training:\n  epochs: 0\n", 7, "training.epochs"),
     ("generation:\n  top_p: 1.5\n", 7, "generation.top_p"),
-    ("generation:\n  temperature: 0\n", 7, "generation.temperature"),
+    ("generation:\n  temperature: -0.5\n", 7, "generation.temperature"),
     ("baseline: nobody\n", 6, "baseline"),
 ])
 def test_rule_violations_are_located(tmp_path: Path, extra: str, line: int, field: str) -> None:

@@ -56,16 +56,20 @@ def resolve_backend(name: str) -> str:
 
 @BACKENDS.register("hf")
 class HFBackend:
-    """Hugging Face `generate`: batched, left-padded, seeded; the CPU default."""
+    """Hugging Face `generate`: batched, left-padded, seeded; the CPU default.
+
+    Loads plain folders and PEFT/LoRA adapter folders (merged into their base); prompts go
+    through `encode_prompt`, so instruct models get their chat template.
+    """
 
     def __init__(self, model_dir: str, device: str | None = None) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from harness.base_models import load_causal_lm, load_tokenizer
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_dir, local_files_only=True, dtype=torch.float32).to(self.device).eval()
+        self.tokenizer = load_tokenizer(model_dir)
+        self.model = load_causal_lm(model_dir).to(self.device).eval()
 
     def generate_batch(self, requests: list[Request], params: SamplingParams,
                        seed: int) -> list[Completion]:

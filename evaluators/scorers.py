@@ -44,3 +44,67 @@ class LengthScorer:
 
     def score(self, prompt: str, completions: list[str]) -> list[float]:
         return [float(len(c.split())) for c in completions]
+
+
+@SCORERS.register("vader")
+class VaderScorer:
+    """VADER sentiment, compound score in [-1, 1] (vaderSentiment's lexicon, any task)."""
+
+    def __init__(self, task: Task) -> None:
+        from importlib.metadata import version
+
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        self.analyzer = SentimentIntensityAnalyzer()
+        self.fingerprint = {"scorer": "vader", "version": version("vaderSentiment")}
+
+    def score(self, prompt: str, completions: list[str]) -> list[float]:
+        return [self.analyzer.polarity_scores(c)["compound"] for c in completions]
+
+
+@SCORERS.register("dpo_implicit")
+class DPOImplicitRewardScorer:
+    """DPO's implicit reward beta * (log pi(y|x) - log pi_ref(y|x)) of a trained policy.
+
+    `model` is the policy folder (e.g. a DPO checkpoint: results/<name>/artifacts/...),
+    `reference` the model it was trained from; default: the experiment's base model when it
+    is a real one. The completion is scored with EOS appended, as it was trained (RewardBench
+    scores DPO models the same way, with the reference's log-probs subtracted).
+    """
+
+    def __init__(self, task: Task, model: str, reference: str | None = None,
+                 beta: float = 0.1, batch_size: int = 16, max_length: int = 512) -> None:
+        from pathlib import Path
+
+        from harness.base_models import model_fingerprint
+
+        reference = reference or (str(task.base_model_dir) if task.base_model_dir else None)
+        if reference is None:
+            raise ValueError("dpo_implicit needs `reference` (the policy's reference model "
+                             "folder) when the base model is the task's tiny one")
+        self.model_dir, self.reference_dir = Path(model), Path(reference)
+        self.beta, self.batch_size, self.max_length = float(beta), batch_size, max_length
+        self._models = None
+        self.fingerprint = {"scorer": "dpo_implicit", "beta": self.beta,
+                            "model": model_fingerprint(self.model_dir),
+                            "reference": model_fingerprint(self.reference_dir),
+                            "max_length": max_length}
+
+    def _load(self):
+        if self._models is None:
+            from harness.base_models import load_causal_lm, load_tokenizer
+
+            self._models = (load_tokenizer(self.model_dir),
+                            load_causal_lm(self.model_dir).eval(),
+                            load_causal_lm(self.reference_dir).eval())
+        return self._models
+
+    def score(self, prompt: str, completions: list[str]) -> list[float]:
+        from trainers.logprobs import batched_completion_logps
+        from trainers.tokenize import encode
+
+        tok, policy, reference = self._load()
+        enc = [encode(tok, prompt, c, self.max_length) for c in completions]
+        pol = batched_completion_logps(policy, enc, tok.pad_token_id, self.batch_size)
+        ref = batched_completion_logps(reference, enc, tok.pad_token_id, self.batch_size)
+        return (self.beta * (pol - ref)).tolist()

@@ -44,13 +44,9 @@ def logp_key(model_key: str, generation_key: str) -> str:
 
 
 def _load(path: Path):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from harness.base_models import load_causal_lm, load_tokenizer
 
-    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
-                                                 dtype=torch.float32).eval()
-    return model, tok
+    return load_causal_lm(path).eval(), load_tokenizer(path)
 
 
 def logp_scores(store: Store, model_key: str, model_path: Path, gens: list[dict]) -> tuple[int, int]:

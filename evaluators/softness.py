@@ -14,7 +14,8 @@ from typing import Any
 
 KNOBS = ("alpha", "beta")
 PANELS = [("win_rate", "win rate vs baseline (%)"), ("mean_reward", "mean reward"),
-          ("entropy", "sequence entropy (nats)"), ("distinct_2", "distinct-2"),
+          ("entropy", "sequence entropy (nats)"), ("distinct_1", "distinct-1"),
+          ("distinct_2", "distinct-2"),
           ("kl_to_ref", "KL to reference (nats)"), ("exact_entropy", "exact entropy (nats)")]
 
 

@@ -66,6 +66,10 @@ class Experiment:
         if self._assets is None:
             from harness.data import load_pairs, load_prompts
 
+            if self.spec.base_model != "tiny":
+                from harness.base_models import resolve_base_model
+
+                self.task.base_model_dir = resolve_base_model(self.spec.base_model)
             assets = self.task.prepare(lambda unit, computed: self._count("prepare", computed))
             if self.spec.data.train_file:
                 assets.pairs = load_pairs(self.spec.data.train_file)

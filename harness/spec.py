@@ -94,7 +94,8 @@ class ExperimentSpec:
     task: str = _f(help="built-in task: bandit or sentiment")
     methods: list[MethodSpec] = _f(help="methods to train, each with hyperparameters")
     task_options: dict[str, Any] = _f({}, help="options of the task (see its Options dataclass)")
-    base_model: str = _f("tiny", help="'tiny' = the task's tiny model (SFT'd locally)")
+    base_model: str = _f("tiny", help="'tiny' (the task's own model, SFT'd locally), a registered "
+                         "model (smollm2-135m-instruct), a local HF folder, or a cached hub id")
     data: DataSpec = _f(None, help="user data replacing the task's pairs or prompts")
     seeds: list[int] = _f([0], help="training seeds; one run per seed")
     training: TrainingSpec = _f(None, help="shared training settings")
@@ -328,8 +329,16 @@ def _check_rules(spec: ExperimentSpec, file: str, locator: _Locator) -> None:
                 None, **spec.generation.options)
         except TypeError as exc:
             check(False, "generation.options", f"{spec.generation.backend}: {exc}")
-    check(spec.base_model == "tiny", "base_model",
-          "only 'tiny' (the task's own locally built model) is supported so far")
+    if spec.base_model != "tiny":
+        from harness.base_models import BASE_MODELS
+
+        check(task_cls.accepts_base_model, "base_model",
+              f"task '{spec.task}' builds its own model; it takes only base_model: tiny")
+        name = spec.base_model
+        check(name in BASE_MODELS.names() or (Path(name).expanduser() / "config.json").exists()
+              or (name.count("/") == 1 and not Path(name).exists()), "base_model",
+              f"'{name}' is not tiny, a registered model ({', '.join(BASE_MODELS.names())}), "
+              "a folder with a config.json, or a hub id (org/name)")
     for kind, registry, components in (("judges", JUDGES, spec.judges),
                                        ("scorers", SCORERS, spec.scorers)):
         for i, c in enumerate(components):

@@ -8,7 +8,7 @@ from evaluators.softness import softness_rows, write_softness
 def _rec(method, params, **metrics):
     base = {"method": method, "params": params, "label": method, "seed": 0}
     return {**base, **{"win_rate": None, "mean_reward": None, "entropy": None,
-                       "distinct_2": None, "kl_to_ref": None, "exact_entropy": None}, **metrics}
+                       "distinct_1": None, "distinct_2": None, "kl_to_ref": None, "exact_entropy": None}, **metrics}
 
 
 def test_rows_cover_swept_methods_only_sorted_by_knob():

@@ -391,11 +391,24 @@ def test_unknown_judge_param_is_a_located_error(tmp_path):
     assert f"{path}:" in str(err.value)
 
 
-def test_base_model_other_than_tiny_is_refused(tmp_path):
+def test_bandit_takes_only_its_tiny_base_model(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("name: x\ntask: bandit\nbase_model: gpt2\nmethods:\n  - name: spo\n")
-    with pytest.raises(InputError, match="base_model"):
+    with pytest.raises(InputError, match="takes only base_model: tiny") as err:
         load_spec(path)
+    assert f"{path}:3" in str(err.value)
+
+
+@pytest.mark.parametrize("name,ok", [("smollm2-135m-instruct", True), ("HuggingFaceTB/x", True),
+                                     ("no-such-model", False)])
+def test_sentiment_base_models(tmp_path, name, ok):
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"name: x\ntask: sentiment\nbase_model: {name}\nmethods:\n  - name: spo\n")
+    if ok:
+        assert load_spec(path).base_model == name
+    else:
+        with pytest.raises(InputError, match="not tiny, a registered model"):
+            load_spec(path)
 
 
 def test_reg_prompts_file_is_validated(tmp_path):

@@ -41,10 +41,15 @@ Progress = Callable[[str, bool], None]  # (unit name, computed?) -> None
 class Task(ABC):
     name: ClassVar[str]
     Options: ClassVar[type]
+    # Whether the task can start from a real base model instead of its own tiny one.
+    accepts_base_model: ClassVar[bool] = False
 
     def __init__(self, options: Any, store: Store) -> None:
         self.options = options
         self.store = store
+        # A plain Hugging Face folder when the spec names a real base model (set by the
+        # pipeline before `prepare`); None = build the task's own tiny model.
+        self.base_model_dir: Path | None = None
 
     @abstractmethod
     def prepare(self, progress: Progress) -> TaskAssets:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,7 @@ def _sigmoid(x: float) -> float:
 class SentimentTask(Task):
     name = "sentiment"
     Options = SentimentOptions
+    accepts_base_model = True
 
     def __init__(self, options: SentimentOptions, store) -> None:
         super().__init__(options, store)
@@ -90,14 +92,23 @@ class SentimentTask(Task):
                                                  "vocab_size", "hidden_size", "num_layers", "seed",
                                                  "n_eval_prompts", "n_reg_prompts",
                                                  "n_train_prompts")}
-        ref_key = content_hash({"task": "sentiment", "reference": model_opts})
-        found = self.store.get_artifact(ref_key)
-        if found is None:
-            path = self._build_reference(ref_key, splits["sft"])
-            progress("reference", True)
-        else:
-            path = found["path"]
+        if self.base_model_dir is not None:
+            # A real base model is the reference as it is (an instruct model needs no SFT
+            # on the corpus to continue a line); pairs are sampled from it.
+            from harness.base_models import model_fingerprint
+
+            path = Path(self.base_model_dir)
+            ref_key = content_hash({"task": "sentiment", "base_model": model_fingerprint(path)})
             progress("reference", False)
+        else:
+            ref_key = content_hash({"task": "sentiment", "reference": model_opts})
+            found = self.store.get_artifact(ref_key)
+            if found is None:
+                path = self._build_reference(ref_key, splits["sft"])
+                progress("reference", True)
+            else:
+                path = found["path"]
+                progress("reference", False)
 
         pair_opts = {k: getattr(o, k) for k in ("candidates_per_prompt", "completion_tokens",
                                                 "labels", "bt_scale")}

@@ -42,3 +42,8 @@ class OracleBTJudge:
             # identical answers are a tie whatever the judge thinks (as AlpacaEval does)
             out.append(0.5 if b == c else 1.0 / (1.0 + math.exp(-self.scale * (y - x))))
         return out
+
+
+# built-in components defined in their own modules register on import
+import evaluators.llm_judge  # noqa: E402,F401  (registers "llm")
+import evaluators.reward_model  # noqa: E402,F401  (registers "reward_model")

@@ -108,3 +108,7 @@ class DPOImplicitRewardScorer:
         pol = batched_completion_logps(policy, enc, tok.pad_token_id, self.batch_size)
         ref = batched_completion_logps(reference, enc, tok.pad_token_id, self.batch_size)
         return (self.beta * (pol - ref)).tolist()
+
+
+# built-in components defined in their own modules register on import
+import evaluators.reward_model  # noqa: E402,F401  (registers "reward_model")

@@ -108,7 +108,12 @@ def judgment_key(judge_fp: dict, prompt: str, baseline: str, candidate: str) -> 
 
 def pairwise_judgments(store: Store, judge: Any, base_gens: list[dict],
                        cand_gens: list[dict]) -> tuple[int, int]:
-    """Judge sample i of each prompt against the baseline's sample i; failures retried later."""
+    """Judge sample i of each prompt against the baseline's sample i; failures retried later.
+
+    A judge with `judge_pairs` (LLM and reward-model judges) gets a whole batch of pairs at
+    once, across prompts, and returns an info dict per judgment (calls, tokens, raw verdicts,
+    position flips) that is stored beside it; other judges are asked one pair at a time.
+    """
     base = {(g["prompt_id"], g["sample_index"]): g for g in base_gens}
     pairs = [(base[(g["prompt_id"], g["sample_index"])], g) for g in cand_gens
              if (g["prompt_id"], g["sample_index"]) in base]
@@ -117,19 +122,46 @@ def pairwise_judgments(store: Store, judge: Any, base_gens: list[dict],
     todo = [(k, b, c) for k, (b, c) in zip(keys, pairs)
             if k not in stored or stored[k]["status"] != "ok"]
     seen: set[str] = set()
-    for i in range(0, len(todo), BATCH):
-        rows = []
-        for k, b, c in todo[i:i + BATCH]:
-            if k in seen:
-                continue
+    unique = []
+    for k, b, c in todo:
+        if k not in seen:
             seen.add(k)
-            try:
-                (p,) = judge.judge(c["prompt"], [b["text"]], [c["text"]])
-                status = "ok" if p is not None else "failed: no verdict"
-            except Exception as exc:
-                p, status = None, f"failed: {type(exc).__name__}: {exc}"[:500]
-            rows.append({"key": k, "judge": content_hash(judge.fingerprint),
-                         "prompt_id": c["prompt_id"], "baseline_key": b["key"],
-                         "candidate_key": c["key"], "preference": p, "status": status})
-        store.put_judgments(rows)
+            unique.append((k, b, c))
+    for i in range(0, len(unique), BATCH):
+        chunk = unique[i:i + BATCH]
+        results = _judge_chunk(judge, [(c["prompt"], b["text"], c["text"]) for _, b, c in chunk])
+        store.put_judgments([
+            {"key": k, "judge": content_hash(judge.fingerprint), "prompt_id": c["prompt_id"],
+             "baseline_key": b["key"], "candidate_key": c["key"], "preference": p,
+             "status": status, "info": info}
+            for (k, b, c), (p, status, info) in zip(chunk, results)])
     return len(todo), len(pairs) - len(todo)
+
+
+def _judge_chunk(judge: Any, items: list[tuple[str, str, str]]) -> list[tuple[Any, str, dict]]:
+    """(preference, status, info) per (prompt, baseline, candidate); never raises."""
+    def failed(exc: Exception) -> str:
+        return f"failed: {type(exc).__name__}: {exc}"[:500]
+
+    def status(p: Any, info: dict) -> str:
+        if p is not None:
+            return "ok"
+        return f"failed: {info['error']}"[:500] if info.get("error") else "failed: no verdict"
+
+    if hasattr(judge, "judge_pairs"):
+        try:
+            results = judge.judge_pairs(items)
+        except Exception as exc:  # the whole batch is recorded as failed and retried
+            return [(None, failed(exc), {}) for _ in items]
+        return [(p, status(p, info), info) for p, info in results]
+    out = []
+    for prompt, b, c in items:
+        try:
+            if hasattr(judge, "judge_detailed"):
+                ((p, info),) = judge.judge_detailed(prompt, [b], [c])
+            else:
+                (p,), info = judge.judge(prompt, [b], [c]), {}
+            out.append((p, status(p, info), info))
+        except Exception as exc:
+            out.append((None, failed(exc), {}))
+    return out

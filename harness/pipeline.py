@@ -260,10 +260,11 @@ class Experiment:
 
         base = self.baseline()
         base_gens = self.store.generations(base.key)
+        judges = self.judges()  # built once: an LLM judge loads its model once
         for model in self.models():
             if model.key == base.key:
                 continue
-            for judge in self.judges():
+            for judge in judges:
                 c, s = pairwise_judgments(self.store, judge, base_gens,
                                           self.store.generations(model.key))
                 self._count("judge", True, c)
@@ -272,12 +273,14 @@ class Experiment:
     # ------------------------------------------------------------------ report
 
     def report(self) -> list[dict[str, Any]]:
+        from evaluators.judge_quality import write_judge_quality
         from evaluators.report import leaderboard_records, write_leaderboard
         from evaluators.softness import write_softness
 
         records = leaderboard_records(self)
         write_leaderboard(records, self.results_dir, self.spec.name)
         write_softness(records, self.results_dir)
+        write_judge_quality(self, self.results_dir)
         self._count("report", True)
         return records
 

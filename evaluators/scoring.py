@@ -22,15 +22,20 @@ def pointwise_scores(store: Store, scorer: Any, gens: list[dict]) -> tuple[int, 
     todo = [g for g in gens if keys[g["key"]] not in done]
     for i in range(0, len(todo), BATCH):
         chunk = todo[i:i + BATCH]
+        by_prompt: dict[str, list[dict]] = {}
+        for g in chunk:  # one call per prompt: model-based scorers batch its completions
+            by_prompt.setdefault(g["prompt"], []).append(g)
         rows = []
-        for g in chunk:
+        for prompt, group in by_prompt.items():
             try:
-                value, status = float(scorer.score(g["prompt"], [g["text"]])[0]), "ok"
+                values = [float(v) for v in scorer.score(prompt, [g["text"] for g in group])]
+                statuses = ["ok"] * len(group)
             except Exception as exc:  # a scorer failure is recorded, counted and retried
-                value, status = None, f"failed: {type(exc).__name__}: {exc}"[:500]
-            rows.append({"key": keys[g["key"]], "scorer": fp, "generation_key": g["key"],
-                         "value": value, "status": status,
-                         "info": {"name": scorer.fingerprint.get("scorer")}})
+                values = [None] * len(group)
+                statuses = [f"failed: {type(exc).__name__}: {exc}"[:500]] * len(group)
+            rows += [{"key": keys[g["key"]], "scorer": fp, "generation_key": g["key"],
+                      "value": v, "status": st, "info": {"name": scorer.fingerprint.get("scorer")}}
+                     for g, v, st in zip(group, values, statuses)]
         store.put_scores(rows)
     return len(todo), len(gens) - len(todo)
 

@@ -347,6 +347,13 @@ def _check_rules(spec: ExperimentSpec, file: str, locator: _Locator) -> None:
                 inspect.signature(registry.get(c.name)).bind(None, **c.params)
             except TypeError as exc:
                 check(False, f"{kind}.{i}.params", f"{c.name}: {exc}")
+            if kind == "judges" and c.name == "llm":  # a broken template fails here too
+                from evaluators.llm_judge import load_template
+
+                try:
+                    load_template(str(c.params.get("template", "alpaca_eval")))
+                except InputError as exc:
+                    check(False, f"judges.{i}.params.template", str(exc))
     check(bool(spec.seeds), "seeds", "at least one seed is required")
     for name in ("epochs", "batch_size", "max_length", "save_every", "log_every"):
         check(getattr(spec.training, name) > 0, f"training.{name}", "must be positive")

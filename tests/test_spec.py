@@ -429,3 +429,12 @@ def test_run_label_sft_is_reserved_for_the_reference(tmp_path):
         load_spec(path)
     path.write_text("name: x\ntask: bandit\nmethods:\n  - name: sft\n    label: sft-chosen\n")
     assert [r.label for r in expand_runs(load_spec(path))] == ["sft-chosen"]
+
+
+def test_llm_judge_template_is_checked_at_load(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("name: x\ntask: bandit\nmethods:\n  - name: spo\njudges:\n  - name: llm\n"
+                    "    params: {template: no_such_template}\n")
+    with pytest.raises(InputError) as err:
+        load_spec(path)
+    assert "judges.0.params.template" in str(err.value) and f"{path}:7" in str(err.value)

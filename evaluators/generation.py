@@ -108,3 +108,4 @@ class HFBackend:
             chunk = requests[i:i + batch_size]
             out += self.generate_batch(chunk, params, seed_from(seed, chunk, params.as_dict()))
         return out
+from evaluators import openai_backend, vllm_backend  # noqa: E402,F401  (register)

@@ -1,0 +1,177 @@
+"""The `openai` generation backend: any OpenAI-compatible server (vLLM's, hosted APIs).
+
+endpoint "completions" sends the prompt as token ids from `encode_prompt` (so the server
+conditions on exactly what `hf` and `vllm` condition on) and, on vLLM, asks for the
+completion's token ids back (`return_token_ids`); the text is then decoded here as `HFBackend`
+decodes it. endpoint "chat" sends one user message, for chat-only hosted APIs; the server
+applies its own template, and token ids are the server's where it returns them, else the
+text re-tokenized with the model's tokenizer.
+
+Every request is its own: n=1 with a seed derived from the batch seed and its position, so
+sample i does not depend on how many were asked for. Retries are the openai client's own:
+on connection errors, timeouts, 408/409/429 and 5xx, up to `max_retries` times, with
+exponential backoff (0.5 s doubling to at most 8 s, minus up to 25% jitter; a Retry-After of
+at most two minutes is honoured instead). A request that still fails raises `BackendError`
+naming the URL and the HTTP status, so the pipeline stores nothing of that batch and the
+next run asks again.
+
+The API key is read from the environment variable named by `api_key_env` when a batch is
+sent and is never kept on the backend: it is not in its repr, fingerprint or errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from evaluators.generation import BACKENDS, Completion, HFBackend, Request, SamplingParams
+from harness.errors import InputError
+from harness.hashing import seed_from
+
+
+class BackendError(RuntimeError):
+    """A generation request that failed for good (after the client's retries)."""
+
+
+@BACKENDS.register("openai")
+class OpenAIBackend:
+    """Options (the spec's `generation.options`):
+      base_url: the server's API root (default: a local vLLM server on port 8000).
+      model: the served model name (default: `model_dir`, vLLM's name for `--model DIR`).
+      api_key_env: name of the environment variable holding the API key; unset means the
+        placeholder "EMPTY" that local servers accept.
+      endpoint: "completions" (token-id prompts; needs the tokenizer in `model_dir`) or "chat".
+      concurrency: requests in flight at once.
+      timeout: seconds per request attempt; max_retries: retries after the first attempt.
+      return_token_ids: ask for the vLLM extra `return_token_ids` (default: on for
+        "completions", off for "chat"; hosted APIs reject unknown fields).
+    """
+
+    def __init__(self, model_dir: str, base_url: str = "http://127.0.0.1:8000/v1",
+                 model: str | None = None, api_key_env: str = "OPENAI_API_KEY",
+                 endpoint: str = "completions", concurrency: int = 8, timeout: float = 60.0,
+                 max_retries: int = 5, return_token_ids: bool | None = None) -> None:
+        if endpoint not in ("completions", "chat"):
+            raise InputError(f"openai backend: endpoint must be 'completions' or 'chat', "
+                             f"not {endpoint!r}", field="generation.options.endpoint")
+        if concurrency < 1 or timeout <= 0 or max_retries < 0:
+            raise InputError("openai backend: concurrency >= 1, timeout > 0 and max_retries >= 0 "
+                             "are required", field="generation.options")
+        self.base_url = base_url.rstrip("/")
+        self.model = model or str(model_dir)
+        self.api_key_env = api_key_env
+        self.endpoint = endpoint
+        self.concurrency = concurrency
+        self.timeout = float(timeout)
+        self.max_retries = max_retries
+        self.return_token_ids = endpoint == "completions" if return_token_ids is None \
+            else return_token_ids
+        self.tokenizer = None
+        if Path(model_dir).is_dir():
+            from harness.base_models import load_tokenizer
+
+            self.tokenizer = load_tokenizer(Path(model_dir))
+        elif endpoint == "completions":
+            raise InputError(f"openai backend: endpoint 'completions' tokenizes prompts with the "
+                             f"model's tokenizer, and {model_dir} is not a local folder")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What determines the outputs (the key's variable name, never its value)."""
+        return {"backend": "openai", "base_url": self.base_url, "model": self.model,
+                "endpoint": self.endpoint, "api_key_env": self.api_key_env}
+
+    def __repr__(self) -> str:
+        return (f"OpenAIBackend(base_url={self.base_url!r}, model={self.model!r}, "
+                f"endpoint={self.endpoint!r}, api_key_env={self.api_key_env!r})")
+
+    def generate_batch(self, requests: list[Request], params: SamplingParams,
+                       seed: int) -> list[Completion]:
+        coro = self._batch(requests, params, seed)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # the usual case: no loop in this thread
+            return asyncio.run(coro)
+        from concurrent.futures import ThreadPoolExecutor  # called from async code: own thread
+
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, coro).result()
+
+    generate = HFBackend.generate  # the same fixed, content-seeded batches
+
+    async def _batch(self, requests: list[Request], params: SamplingParams,
+                     seed: int) -> list[Completion]:
+        from openai import AsyncOpenAI
+
+        key = os.environ.get(self.api_key_env) or "EMPTY"
+        gate = asyncio.Semaphore(self.concurrency)
+        async with AsyncOpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout,
+                               max_retries=self.max_retries) as client:
+            async def one(i: int, prompt: str) -> Completion:
+                async with gate:
+                    # the seed VLLMBackend gives request i, so a vLLM server samples as it does
+                    return await self._request(client, key, prompt, params, seed_from(seed, i))
+
+            return list(await asyncio.gather(*(one(i, p) for i, (p, _) in enumerate(requests))))
+
+    async def _request(self, client, key: str, prompt: str, params: SamplingParams,
+                       seed: int) -> Completion:
+        import openai
+
+        greedy = params.temperature == 0
+        common: dict[str, Any] = {
+            "model": self.model, "n": 1, "seed": seed,
+            "temperature": 0.0 if greedy else params.temperature,
+            "top_p": 1.0 if greedy else params.top_p}
+        if self.return_token_ids:
+            common["extra_body"] = {"return_token_ids": True}
+        url = f"{self.base_url}/{'chat/completions' if self.endpoint == 'chat' else 'completions'}"
+        try:
+            if self.endpoint == "chat":
+                r = await client.chat.completions.create(
+                    messages=[{"role": "user", "content": prompt}],
+                    max_completion_tokens=params.max_new_tokens, **common)
+                choice = r.choices[0]
+                text = choice.message.content or ""
+            else:
+                from trainers.tokenize import encode_prompt
+
+                r = await client.completions.create(
+                    prompt=encode_prompt(self.tokenizer, prompt),
+                    max_tokens=params.max_new_tokens, **common)
+                choice = r.choices[0]
+                text = choice.text
+        except openai.APIStatusError as err:
+            retried = err.status_code in (408, 409, 429) or err.status_code >= 500
+            raise BackendError(_redact(
+                f"openai backend: {url} answered HTTP {err.status_code}"
+                + (f" after {self.max_retries} retries" if retried else "")
+                + f": {err.message}", key)) from None
+        except openai.APITimeoutError:
+            raise BackendError(f"openai backend: {url} did not answer within {self.timeout:g} s "
+                               f"({self.max_retries} retries)") from None
+        except openai.APIConnectionError as err:
+            raise BackendError(_redact(f"openai backend: cannot connect to {url} "
+                                       f"({self.max_retries} retries): {err.__cause__!r}", key)
+                               ) from None
+        return self._completion(text, getattr(choice, "token_ids", None),
+                                choice.finish_reason == "stop")
+
+    def _completion(self, text: str, ids: list[int] | None, finished: bool) -> Completion:
+        tok = self.tokenizer
+        if ids is None:  # the server gave text only: its tokens are the text re-tokenized
+            ids = tok(text, add_special_tokens=False)["input_ids"] if tok is not None else []
+            return Completion(text, list(ids), finished)
+        ids = list(ids)
+        if tok is None:  # a hosted chat model without a local tokenizer
+            return Completion(text, ids, finished)
+        if ids and ids[-1] == tok.eos_token_id:  # vLLM returns the EOS; Completion leaves it out
+            ids = ids[:-1]
+        # decoded here, exactly as HFBackend decodes, so the stored text is backend-independent
+        return Completion(tok.decode(ids, skip_special_tokens=True), ids, finished)
+
+
+def _redact(message: str, key: str) -> str:
+    """Servers may echo request details; the key must not reach logs or stored errors."""
+    return message.replace(key, "<redacted>") if key and key != "EMPTY" else message

@@ -1,0 +1,153 @@
+"""The `vllm` generation backend: vLLM's offline engine (`vllm.LLM`), the fast path on a GPU.
+
+Same contract as `HFBackend`: prompts are tokenized here with `encode_prompt` and sent as
+token ids, completions are decoded here with the same tokenizer call, so a generation stored
+by this backend is the same kind of object as one stored by `hf`. Each request gets its own
+sampling seed, derived from the batch seed and its position in the batch, so a batch gives the
+same completions on every run whatever else the engine is doing.
+
+vLLM is imported inside the class, so this module (and the registry) imports without it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+from evaluators.generation import BACKENDS, Completion, HFBackend, Request, SamplingParams
+from harness.hashing import seed_from
+
+# vLLM accepts only these LoRA ranks as `max_lora_rank` (vllm.config.lora.MaxLoRARanks).
+_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+@BACKENDS.register("vllm")
+class VLLMBackend:
+    """vLLM offline inference on a model folder, or on a PEFT/LoRA adapter folder.
+
+    Options (the spec's `generation.options`):
+      dtype: "auto" is float32 on CPU (as `hf`) and the model's own dtype on a GPU.
+      max_model_len: prompt + completion tokens per sequence (None: the model's maximum).
+      gpu_memory_utilization: share of GPU memory vLLM reserves; on vLLM's CPU build it is the
+        share of RAM, whose default of 0.92 fails to start there, so None means 0.3 on CPU.
+      enforce_eager: skip CUDA graphs / torch.compile (None: True on CPU, where compiling
+        costs more start-up than it saves on short runs).
+      lora_path: a PEFT adapter folder applied with a `LoRARequest`; when `model_dir` itself is
+        an adapter folder, its base model is loaded and the adapter applied.
+      engine_args: any further keyword arguments of `vllm.LLM`.
+
+    One engine per process: vLLM reserves a fixed share of the (GPU) memory when it starts,
+    so a second engine beside a live one would not fit, and dropping a backend does not stop
+    its engine processes. Constructing a backend therefore closes the previous one (the
+    pipeline builds one per model and uses one at a time); `close()` does it explicitly.
+    """
+
+    _live: ClassVar[VLLMBackend | None] = None
+
+    def __init__(self, model_dir: str, dtype: str = "auto", max_model_len: int | None = None,
+                 gpu_memory_utilization: float | None = None, enforce_eager: bool | None = None,
+                 lora_path: str | None = None, engine_args: dict[str, Any] | None = None) -> None:
+        import torch
+        from vllm import LLM
+
+        from harness.base_models import is_adapter, load_tokenizer
+
+        base = model_dir
+        if lora_path is None and is_adapter(Path(model_dir)):
+            lora_path = model_dir
+        if lora_path is not None and base == lora_path:
+            config = json.loads((Path(lora_path) / "adapter_config.json").read_text())
+            base = config["base_model_name_or_path"]
+        on_gpu = torch.cuda.is_available()
+        if not on_gpu:
+            _check_cpu_head_size(Path(base))
+        if VLLMBackend._live is not None:
+            VLLMBackend._live.close()
+        self.options = {"dtype": dtype, "max_model_len": max_model_len,
+                        "gpu_memory_utilization": gpu_memory_utilization,
+                        "enforce_eager": enforce_eager, "lora_path": lora_path,
+                        "engine_args": engine_args}
+        self.model_dir = model_dir
+        self.tokenizer = load_tokenizer(Path(model_dir))
+        kwargs: dict[str, Any] = {}
+        self.lora_request = None
+        if lora_path is not None:
+            from vllm.lora.request import LoRARequest
+
+            rank = json.loads((Path(lora_path) / "adapter_config.json").read_text())["r"]
+            kwargs.update(enable_lora=True,
+                          max_lora_rank=next(r for r in _LORA_RANKS if r >= rank))
+            self.lora_request = LoRARequest("adapter", 1, str(lora_path))
+        self.llm = LLM(
+            model=str(base), tokenizer=str(base), seed=0,
+            dtype=("auto" if on_gpu else "float32") if dtype == "auto" else dtype,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization or (0.9 if on_gpu else 0.3),
+            enforce_eager=(not on_gpu) if enforce_eager is None else enforce_eager,
+            **kwargs, **(engine_args or {}))
+        VLLMBackend._live = self
+
+    def close(self) -> None:
+        """Stop the engine's processes and free its memory; the backend is unusable after."""
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
+        if VLLMBackend._live is self:
+            VLLMBackend._live = None
+
+    def __repr__(self) -> str:
+        return f"VLLMBackend({self.model_dir!r}, {self.options!r})"
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"backend": "vllm", "model_dir": self.model_dir, **self.options}
+
+    def generate_batch(self, requests: list[Request], params: SamplingParams,
+                       seed: int) -> list[Completion]:
+        from vllm import SamplingParams as VSamplingParams
+        from vllm.inputs import TokensPrompt
+
+        from trainers.tokenize import encode_prompt
+
+        tok = self.tokenizer
+        greedy = params.temperature == 0
+        prompts = [TokensPrompt(prompt_token_ids=encode_prompt(tok, p)) for p, _ in requests]
+        # One SamplingParams per request: its own seed (n=1), so sample i of a prompt does not
+        # depend on how many samples were asked for or on its neighbours in the batch.
+        # detokenize=False: the text is decoded below exactly as HFBackend decodes it.
+        sampling = [VSamplingParams(n=1, temperature=0.0 if greedy else params.temperature,
+                                    top_p=1.0 if greedy else params.top_p, top_k=0,
+                                    max_tokens=params.max_new_tokens,
+                                    seed=seed_from(seed, i), detokenize=False)
+                    for i in range(len(requests))]
+        outs = self.llm.generate(prompts, sampling, use_tqdm=False, lora_request=self.lora_request)
+        completions = []
+        for out in outs:
+            o = out.outputs[0]
+            ids = list(o.token_ids)
+            finished = o.finish_reason == "stop"
+            if ids and ids[-1] == tok.eos_token_id:  # EOS is in the output ids; not in ours
+                ids = ids[:-1]
+            completions.append(Completion(tok.decode(ids, skip_special_tokens=True), ids, finished))
+        return completions
+
+    generate = HFBackend.generate  # the same fixed, content-seeded batches
+
+
+def _check_cpu_head_size(model_dir: Path) -> None:
+    """vLLM's CPU attention has kernels for some head sizes only (not the bandit task's 16);
+    without this check the engine dies at start-up with the reason buried in its log."""
+    try:
+        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+    except ImportError:  # another vLLM layout: let the engine say it
+        return
+    from harness.errors import InputError
+
+    c = json.loads((model_dir / "config.json").read_text())
+    head = c.get("head_dim") or (c["hidden_size"] // c["num_attention_heads"]
+                                 if "hidden_size" in c and "num_attention_heads" in c else None)
+    supported = CPUAttentionBackend.get_supported_head_sizes()
+    if head is not None and head not in supported:
+        raise InputError(f"vllm backend: {model_dir} has attention heads of size {head}, and "
+                         f"vLLM's CPU attention supports only {supported}; use backend 'hf' "
+                         "(or a GPU)", field="generation.backend")

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from evaluators.generation import BACKENDS, Completion, HFBackend, Request, SamplingParams
-from harness.errors import InputError
+from harness.errors import InputError, ServiceError
 from harness.hashing import seed_from
 
 
-class BackendError(RuntimeError):
+class BackendError(ServiceError):
     """A generation request that failed for good (after the client's retries)."""
 
 

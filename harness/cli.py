@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import click
 
-from harness.errors import InputError
+from harness.errors import InputError, ServiceError
 
 # Nothing is ever fetched from a hub at run time.
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE",
@@ -46,6 +46,10 @@ def _execute(command: str, experiment: str, overrides: tuple[str, ...], results_
     except InputError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except ServiceError as exc:  # e.g. a generation server that kept failing
+        click.echo(f"error: {exc}\nfinished units are stored; run the same command to resume",
+                   err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted: finished units are stored; run the same command to resume",
                    err=True)

@@ -24,3 +24,11 @@ class InputError(Exception):
 
 class MissingDependencyError(InputError):
     """An optional dependency is needed; the message names the pip command."""
+
+
+class ServiceError(RuntimeError):
+    """An external service (a generation or judge server) kept failing after its retries.
+
+    Not bad input and not a bug: the CLI prints one line and exits 1; everything finished
+    is stored, so the same command resumes once the service answers again.
+    """

@@ -202,18 +202,22 @@ class Experiment:
             if not todo:
                 continue
             backend = BACKENDS.get(resolve_backend(g.backend))(str(model.path), **g.options)
-            for b in self._bar(todo, desc=f"generate {model.label}", leave=False):
-                requests = [(items[j][0].text, items[j][1]) for j in b]
-                seed = seed_from(g.seed, [keys[j] for j in b])
-                outs = backend.generate_batch(requests, params, seed)
-                new = [(j, o) for j, o in zip(b, outs) if keys[j] not in done]
-                self.store.put_generations([
-                    {"key": keys[j], "model_key": model.key, "prompt_id": items[j][0].id,
-                     "sample_index": items[j][1], "prompt": items[j][0].text, "text": o.text,
-                     "token_ids": o.token_ids, "info": {"backend": g.backend,
-                                                        "finished": o.finished}}
-                    for j, o in new])
-                self._count("generate", True, len(new))
+            try:
+                for b in self._bar(todo, desc=f"generate {model.label}", leave=False):
+                    requests = [(items[j][0].text, items[j][1]) for j in b]
+                    seed = seed_from(g.seed, [keys[j] for j in b])
+                    outs = backend.generate_batch(requests, params, seed)
+                    new = [(j, o) for j, o in zip(b, outs) if keys[j] not in done]
+                    self.store.put_generations([
+                        {"key": keys[j], "model_key": model.key, "prompt_id": items[j][0].id,
+                         "sample_index": items[j][1], "prompt": items[j][0].text,
+                         "text": o.text, "token_ids": o.token_ids,
+                         "info": {"backend": g.backend, "finished": o.finished}}
+                        for j, o in new])
+                    self._count("generate", True, len(new))
+            finally:
+                if hasattr(backend, "close"):  # vLLM's engine holds worker processes
+                    backend.close()
 
     # ------------------------------------------------------------------ score
 

@@ -24,6 +24,24 @@ class PairwiseJudge(Protocol):
 JUDGES: Registry[type] = Registry("judge", "spo_harness.judges")
 
 
+class BatchedPairJudge:
+    """Base for judges that judge (prompt, baseline, candidate) triples in batches.
+
+    Subclasses implement `judge_pairs`, returning (P(candidate wins) or None, info) per
+    triple; `judge` and `judge_detailed` (what the pipeline stores) follow from it.
+    """
+
+    def judge_pairs(self, pairs: list[tuple[str, str, str]]) -> list[tuple[float | None, dict]]:
+        raise NotImplementedError
+
+    def judge(self, prompt: str, baseline: list[str], candidate: list[str]) -> list[float | None]:
+        return [p for p, _ in self.judge_detailed(prompt, baseline, candidate)]
+
+    def judge_detailed(self, prompt: str, baseline: list[str],
+                       candidate: list[str]) -> list[tuple[float | None, dict[str, Any]]]:
+        return self.judge_pairs([(prompt, b, c) for b, c in zip(baseline, candidate)])
+
+
 @JUDGES.register("oracle")
 class OracleBTJudge:
     """Bradley-Terry probability from the task's true rewards: sigmoid(s (r_cand - r_base))."""

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from evaluators.judges import JUDGES
+from evaluators.judges import JUDGES, BatchedPairJudge
 from harness.errors import InputError
 from harness.hashing import seed_from
 from harness.tasks.base import Task
@@ -394,7 +394,7 @@ def _resolve_model(model: str) -> Path:
 
 
 @JUDGES.register("llm")
-class LLMJudge:
+class LLMJudge(BatchedPairJudge):
     """An LLM asked which of two answers is better; returns P(candidate beats baseline)."""
 
     def __init__(self, task: Task | None, template: str = "alpaca_eval",
@@ -437,13 +437,6 @@ class LLMJudge:
     def swapped(self, prompt: str, baseline: str, candidate: str) -> bool:
         """position random: whether the candidate is shown first (a seeded coin per pair)."""
         return bool(seed_from("llm-judge-order", self.seed, prompt, baseline, candidate) & 1)
-
-    def judge(self, prompt: str, baseline: list[str], candidate: list[str]) -> list[float | None]:
-        return [p for p, _ in self.judge_detailed(prompt, baseline, candidate)]
-
-    def judge_detailed(self, prompt: str, baseline: list[str],
-                       candidate: list[str]) -> list[tuple[float | None, dict[str, Any]]]:
-        return self.judge_pairs([(prompt, b, c) for b, c in zip(baseline, candidate)])
 
     def judge_pairs(self, pairs: list[tuple[str, str, str]]) -> list[tuple[float | None, dict]]:
         """(prompt, baseline, candidate) triples, across prompts, judged in batched calls."""

@@ -24,7 +24,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from evaluators.judges import JUDGES
+from evaluators.judges import JUDGES, BatchedPairJudge
 from evaluators.scorers import SCORERS
 from harness.base_models import model_fingerprint
 from harness.errors import InputError
@@ -140,7 +140,7 @@ class RewardModelScorer:
 
 
 @JUDGES.register("reward_model")
-class RewardModelJudge:
+class RewardModelJudge(BatchedPairJudge):
     """P(candidate beats baseline) = sigmoid(r_candidate - r_baseline)."""
 
     def __init__(self, task: Task | None, model: str, batch_size: int = 8,
@@ -148,13 +148,6 @@ class RewardModelJudge:
         self.rm = _RewardModel(model, batch_size, max_length, device)
         self.fingerprint = {"judge": "reward_model", "version": 1, "model": self.rm.content,
                             "max_length": max_length}
-
-    def judge(self, prompt: str, baseline: list[str], candidate: list[str]) -> list[float | None]:
-        return [p for p, _ in self.judge_detailed(prompt, baseline, candidate)]
-
-    def judge_detailed(self, prompt: str, baseline: list[str],
-                       candidate: list[str]) -> list[tuple[float | None, dict[str, Any]]]:
-        return self.judge_pairs([(prompt, b, c) for b, c in zip(baseline, candidate)])
 
     def judge_pairs(self, pairs: list[tuple[str, str, str]]) -> list[tuple[float | None, dict]]:
         """Every baseline and candidate of the batch scored in one pass of batched forwards."""

@@ -145,6 +145,7 @@ def main() -> None:
               "median_tokens_per_s": {k: round(v, 1) for k, v in med.items()},
               "greedy_identical": f"{sum(same)}/{len(same)}", "vllm_over_hf": round(ratio, 2)}
     (out / "generate_backends.json").write_text(json.dumps(result, indent=2))
+    backends["vllm"].close()  # the engine's shutdown log comes now, not after the result line
     print(f"machine: {result['machine']}")
     print(f"model: {label}; batch {args.batch}, {args.new_tokens} new tokens, sampling (T=1), "
           f"fp32; vLLM {vllm.__version__} engine start {vllm_start:.1f} s")

@@ -20,7 +20,6 @@ keys, URLs, timeouts and batch sizes are not part of it (they do not change a ve
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -340,7 +339,9 @@ class OpenAIChatBackend:
                  max_retries: int, batch_size: int) -> None:
         import openai
 
-        self._key = os.environ.get(api_key_env) or "EMPTY"  # never stored or logged
+        from evaluators.openai_backend import api_key_from_env
+
+        self._key = api_key_from_env(api_key_env)  # in memory only: never logged or stored
         self.client = openai.OpenAI(base_url=base_url, api_key=self._key, timeout=timeout,
                                     max_retries=max_retries)
         self.model, self.batch_size = model, batch_size
@@ -362,7 +363,9 @@ class OpenAIChatBackend:
             choice = resp.choices[0]
             text = choice.message.content or ""
         except Exception as exc:
-            msg = f"{type(exc).__name__}: {exc}".replace(self._key, "***")[:300]
+            from evaluators.openai_backend import redact
+
+            msg = redact(f"{type(exc).__name__}: {exc}", self._key)[:300]
             return Reply(None, msg)
         usage = getattr(resp, "usage", None)
         reply = Reply(text, prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,

@@ -104,7 +104,7 @@ class OpenAIBackend:
                      seed: int) -> list[Completion]:
         from openai import AsyncOpenAI
 
-        key = os.environ.get(self.api_key_env) or "EMPTY"
+        key = api_key_from_env(self.api_key_env)
         gate = asyncio.Semaphore(self.concurrency)
         async with AsyncOpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout,
                                max_retries=self.max_retries) as client:
@@ -144,7 +144,7 @@ class OpenAIBackend:
                 text = choice.text
         except openai.APIStatusError as err:
             retried = err.status_code in (408, 409, 429) or err.status_code >= 500
-            raise BackendError(_redact(
+            raise BackendError(redact(
                 f"openai backend: {url} answered HTTP {err.status_code}"
                 + (f" after {self.max_retries} retries" if retried else "")
                 + f": {err.message}", key)) from None
@@ -152,7 +152,7 @@ class OpenAIBackend:
             raise BackendError(f"openai backend: {url} did not answer within {self.timeout:g} s "
                                f"({self.max_retries} retries)") from None
         except openai.APIConnectionError as err:
-            raise BackendError(_redact(f"openai backend: cannot connect to {url} "
+            raise BackendError(redact(f"openai backend: cannot connect to {url} "
                                        f"({self.max_retries} retries): {err.__cause__!r}", key)
                                ) from None
         return self._completion(text, getattr(choice, "token_ids", None),
@@ -172,6 +172,14 @@ class OpenAIBackend:
         return Completion(tok.decode(ids, skip_special_tokens=True), ids, finished)
 
 
-def _redact(message: str, key: str) -> str:
+def api_key_from_env(name: str) -> str:
+    """The key in environment variable `name`; "EMPTY" (what local servers accept) if unset.
+
+    Read at the moment of use and never kept in a fingerprint, repr or result.
+    """
+    return os.environ.get(name) or "EMPTY"
+
+
+def redact(message: str, key: str) -> str:
     """Servers may echo request details; the key must not reach logs or stored errors."""
     return message.replace(key, "<redacted>") if key and key != "EMPTY" else message

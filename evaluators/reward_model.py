@@ -11,7 +11,7 @@ allenai/reward-bench#164, #226, PR #94). The reward is read where the model's ow
 As a judge: P(candidate beats baseline) = sigmoid(r_candidate - r_baseline), the
 Bradley-Terry probability RewardBench and reward-model training assume.
 
-Fingerprints hold a content hash of every file in the model folder (`model_content_hash`):
+Fingerprints hold a content hash of every file in the model folder (`harness.base_models.model_fingerprint`):
 a reward model retrained into the same folder has the same config and the same file sizes,
 so names, sizes or configs alone would return its predecessor's cached scores. Hashing costs
 about a second per GB once per process (memoised on each file's size and mtime); moving or
@@ -29,8 +29,6 @@ from evaluators.scorers import SCORERS
 from harness.base_models import model_fingerprint
 from harness.errors import InputError
 from harness.tasks.base import Task
-
-model_content_hash = model_fingerprint  # one content key for every model folder
 
 
 def load_reward_model(folder: str | Path, device: str | None = None) -> tuple[Any, Any]:
@@ -108,7 +106,7 @@ class _RewardModel:
     def __init__(self, model: str, batch_size: int, max_length: int, device: str | None) -> None:
         self.folder = Path(model).expanduser().resolve()
         self.batch_size, self.max_length, self.device = batch_size, max_length, device
-        self.content = model_content_hash(self.folder)
+        self.content = model_fingerprint(self.folder)
         self._loaded: tuple[Any, Any] | None = None
 
     def scores(self, prompts: list[str], responses: list[str]) -> list[float]:

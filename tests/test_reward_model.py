@@ -16,10 +16,10 @@ from evaluators.reward_model import (
     RewardModelScorer,
     encode_conversation,
     load_reward_model,
-    model_content_hash,
     render_conversation,
 )
 from evaluators.scorers import SCORERS
+from harness.base_models import model_fingerprint
 from harness.errors import InputError
 
 WORDS = "user assistant good bad fine answer question the a is very".split()
@@ -100,7 +100,7 @@ def test_scorer_equals_direct_forward_pass(rm_dir: Path):
     assert got == pytest.approx(want, abs=1e-5)
     assert len(set(round(x, 4) for x in got)) == len(answers)
     assert SCORERS.get("reward_model") is RewardModelScorer
-    assert scorer.fingerprint["model"] == model_content_hash(rm_dir)
+    assert scorer.fingerprint["model"] == model_fingerprint(rm_dir)
 
 
 def test_judge_is_sigmoid_of_reward_difference(rm_dir: Path):
@@ -124,10 +124,10 @@ def test_fingerprint_follows_content_not_location(tmp_path: Path):
     a = _save_rm(tmp_path / "a", seed=0)
     copy = tmp_path / "copy"
     shutil.copytree(a, copy)  # new mtimes, same bytes: same key (a moved store stays valid)
-    assert model_content_hash(copy) == model_content_hash(a)
-    before = model_content_hash(a)
+    assert model_fingerprint(copy) == model_fingerprint(a)
+    before = model_fingerprint(a)
     _save_rm(a, seed=1)  # retrained into the same folder: same config and file sizes
-    assert model_content_hash(a) != before
+    assert model_fingerprint(a) != before
     assert RewardModelJudge(None, model=str(a)).fingerprint != \
         RewardModelJudge(None, model=str(copy)).fingerprint
 

@@ -16,9 +16,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from evaluators.collect import ModelResults
 from evaluators.llm_judge import longer
-from evaluators.scoring import judgment_key
 from harness.hashing import content_hash
+from harness.jsonio import dumps, write_text_atomic
+from harness.units import Judged
 
 TIE = 1e-9  # |P - 1/2| below this is a tie
 COLUMNS = ["n_pairs", "n_judged", "n_failed", "n_missing", "oracle_agreement",
@@ -66,24 +68,20 @@ def judge_quality_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _oracle(exp: Any) -> Any | None:
+def oracle_judge(task: Any) -> Any | None:
+    """The task's oracle judge, or None for a task without one."""
     from evaluators.judges import JUDGES
 
     try:
-        return JUDGES.get("oracle")(exp.task)
+        return JUDGES.get("oracle")(task)
     except Exception:
         return None
 
 
-def _rows(exp: Any, judge: Any, oracle: Any | None, base_gens: dict,
-          gens: list[dict]) -> list[dict[str, Any]]:
-    pairs = [(base_gens[(g["prompt_id"], g["sample_index"])], g) for g in gens
-             if (g["prompt_id"], g["sample_index"]) in base_gens]
-    keys = [judgment_key(judge.fingerprint, c["prompt"], b["text"], c["text"]) for b, c in pairs]
-    stored = exp.store.judgments(keys)
+def _rows(judged: list[Judged], oracle: Any | None) -> list[dict[str, Any]]:
     rows = []
-    for k, (b, c) in zip(keys, pairs):
-        s = stored.get(k)
+    for j in judged:
+        b, c, s = j.baseline, j.candidate, j.row
         oracle_p = None
         if oracle is not None:
             try:  # a task without rewards for these prompts (e.g. user data) has no oracle
@@ -97,26 +95,29 @@ def _rows(exp: Any, judge: Any, oracle: Any | None, base_gens: dict,
     return rows
 
 
-def write_judge_quality(exp: Any, results_dir: Path) -> dict[str, Any]:
-    """Write judge_quality.json and .md into results_dir; returns what was written."""
+def write_judge_quality(results: list[ModelResults], judges: list[dict[str, Any]],
+                        oracle: Any | None, experiment: str,
+                        results_dir: Path) -> dict[str, Any]:
+    """Write judge_quality.json and .md into results_dir; returns what was written.
+
+    `judges`: one {"name", "display", "params", "fingerprint"} per judge of the spec, where
+    `display` is the key of that judge's verdicts in each model's `judged`.
+    """
     results_dir = Path(results_dir)
-    base = exp.baseline()
-    base_gens = {(g["prompt_id"], g["sample_index"]): g for g in exp.store.generations(base.key)}
-    models = [m for m in exp.models() if m.key != base.key]
-    gens = {m.label: exp.store.generations(m.key) for m in models}
-    oracle = _oracle(exp)
-    judges = []
-    for spec, judge in zip(exp.spec.judges, exp.judges()):
-        by_model = {label: _rows(exp, judge, oracle, base_gens, g) for label, g in gens.items()}
-        judges.append({"name": spec.name, "params": spec.params,
-                       "fingerprint": content_hash(judge.fingerprint),
-                       "overall": judge_quality_stats([r for rs in by_model.values() for r in rs]),
-                       "by_model": {label: judge_quality_stats(rs)
-                                    for label, rs in by_model.items()}})
-    report = {"experiment": exp.spec.name, "baseline": base.label,
-              "oracle": oracle.fingerprint if oracle is not None else None, "judges": judges}
-    _write(results_dir / "judge_quality.json", json.dumps(report, indent=2, default=str))
-    _write(results_dir / "judge_quality.md", _markdown(report))
+    base = next(m for m in results if m.is_baseline)
+    models = [m for m in results if not m.is_baseline]
+    out = []
+    for j in judges:
+        by_model = {m.label: _rows(m.judged.get(j["display"], []), oracle) for m in models}
+        out.append({"name": j["name"], "params": j["params"],
+                    "fingerprint": content_hash(j["fingerprint"]),
+                    "overall": judge_quality_stats([r for rs in by_model.values() for r in rs]),
+                    "by_model": {label: judge_quality_stats(rs)
+                                 for label, rs in by_model.items()}})
+    report = {"experiment": experiment, "baseline": base.label,
+              "oracle": oracle.fingerprint if oracle is not None else None, "judges": out}
+    write_text_atomic(results_dir / "judge_quality.json", dumps(report, indent=2, default=str))
+    write_text_atomic(results_dir / "judge_quality.md", _markdown(report))
     return report
 
 
@@ -146,9 +147,3 @@ def _markdown(report: dict[str, Any]) -> str:
         for label, stats in j["by_model"].items():
             lines.append(f"| {label} | " + " | ".join(_fmt(stats[c]) for c in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")  # rename into place: never a half-written file
-    tmp.write_text(text)
-    tmp.replace(path)

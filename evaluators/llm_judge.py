@@ -25,12 +25,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 
 from evaluators.judges import JUDGES, BatchedPairJudge
-from harness.errors import InputError
+from harness.errors import InputError, ServiceError
 from harness.hashing import seed_from
 from harness.tasks.base import Task
 
@@ -38,6 +38,7 @@ TEMPLATE_DIR = Path(__file__).resolve().parent / "judge_templates"
 PLACEHOLDERS = ("instruction", "output_1", "output_2")
 _PLACEHOLDER_RE = re.compile(r"\{(instruction|output_1|output_2)\}")
 _VERDICT_KEYS = {"first", "second", "tie", "regex", "pick", "logprobs_at", "max_new_tokens"}
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _SECOND_WINS = {"first": 0.0, "second": 1.0, "tie": 0.5}  # P(answer shown second wins)
 
 Messages = list[dict[str, str]]
@@ -118,19 +119,20 @@ def load_template(name_or_path: str) -> JudgeTemplate:
     """Load and validate a template; plain YAML only (safe_load: no tags, no code)."""
     path = template_path(name_or_path)
     where = str(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError(f"not valid YAML: {exc}", file=where) from None
+    data = yaml_safe_load(_template_text(path), where)
     if not isinstance(data, dict):
         raise InputError("a judge template is a mapping with system, user and verdict", file=where)
     unknown = set(data) - {"name", "system", "user", "verdict"}
     if unknown:
-        raise InputError(f"unknown keys {sorted(unknown)}", file=where)
+        raise InputError(f"unknown keys {sorted(unknown, key=str)}", file=where)
     for key in ("system", "user"):
         if not isinstance(data.get(key, ""), str):
             raise InputError("must be a string", file=where, field=key)
     user, system = data.get("user", ""), data.get("system") or ""
+    for key, text in (("system", system), ("user", user)):
+        if _SURROGATE.search(text):  # YAML's "\ud800" escape gives one: not sendable text
+            raise InputError("holds a lone surrogate (e.g. \\ud800): not valid Unicode",
+                             file=where, field=key)
     missing = ["{" + p + "}" for p in PLACEHOLDERS if "{" + p + "}" not in system + user]
     if missing:
         raise InputError(f"the template text never uses {', '.join(missing)}", file=where,
@@ -140,7 +142,7 @@ def load_template(name_or_path: str) -> JudgeTemplate:
         raise InputError("verdict: a mapping with first, second, regex, ...", file=where,
                          field="verdict")
     if set(v) - _VERDICT_KEYS:
-        raise InputError(f"unknown keys {sorted(set(v) - _VERDICT_KEYS)}", file=where,
+        raise InputError(f"unknown keys {sorted(set(v) - _VERDICT_KEYS, key=str)}", file=where,
                          field="verdict")
     try:
         verdict = Verdict(**{k: v[k] for k in v})
@@ -148,6 +150,43 @@ def load_template(name_or_path: str) -> JudgeTemplate:
         raise InputError(str(exc), file=where, field="verdict") from None
     _check_verdict(verdict, where)
     return JudgeTemplate(str(data.get("name") or path.stem), system, user, verdict)
+
+
+def _template_text(path: Path) -> str:
+    """The file's text; a non-UTF-8 byte is reported with its line (as data files are)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read the file ({exc.strerror or exc})", file=str(path)) from None
+    try:
+        return data.decode("utf-8-sig")  # a byte-order mark, as some editors write, is fine
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise InputError(f"not valid UTF-8 (byte 0x{data[exc.start]:02x})", file=str(path),
+                         line=line) from None
+
+
+def yaml_safe_load(text: str, where: str) -> Any:
+    """`yaml.safe_load`, with a parse error as ONE line naming the file and line.
+
+    PyYAML's own message spans several lines and quotes the file around the error; here it
+    is reduced to what went wrong ("expected ',' or ']', but got ':'") and where.
+    """
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        what = "; ".join(" ".join(str(p).split()) for p in (exc.problem, exc.context) if p)
+        raise InputError(f"not valid YAML: {what or type(exc).__name__}", file=where,
+                         line=mark.line + 1 if mark is not None else None) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (e.g. NUL)
+        line = text[:exc.position].count("\n") + 1
+        raise InputError(f"not valid YAML: character #x{exc.character:04x} is not allowed",
+                         file=where, line=line) from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"not valid YAML: {' '.join(str(exc).split())}", file=where) from None
+    except RecursionError:
+        raise InputError("not valid YAML: nested too deeply", file=where) from None
 
 
 def _check_verdict(v: Verdict, where: str) -> None:
@@ -332,59 +371,135 @@ class _LabelRecorder:
         return scores
 
 
+class JudgeServiceError(ServiceError):
+    """No call of a judge batch got a proper answer from the server (after the client's
+    retries): the server is down, misconfigured or not OpenAI-compatible."""
+
+
 class OpenAIChatBackend:
-    """An OpenAI-compatible chat server; calls run `batch_size` at a time in threads."""
+    """An OpenAI-compatible chat server; calls run `batch_size` at a time in threads.
+
+    A call that fails (an HTTP error after the client's retries, a timeout, a lost
+    connection, or a 200 reply that is no chat completion) becomes a failed `Reply` whose
+    error names the URL (credentials redacted) and what was wrong; the pipeline stores it as
+    a failed judgment and retries it on the next run. A batch in which *every* call failed
+    for such a reason raises `JudgeServiceError`: the server is not answering at all.
+    """
 
     def __init__(self, model: str, base_url: str | None, api_key_env: str, timeout: float,
                  max_retries: int, batch_size: int) -> None:
         import openai
 
         from evaluators.openai_backend import api_key_from_env
+        from harness.secrets import redact_url, register_url_credentials
 
-        self._key = api_key_from_env(api_key_env)  # in memory only: never logged or stored
-        self.client = openai.OpenAI(base_url=base_url, api_key=self._key, timeout=timeout,
-                                    max_retries=max_retries)
+        if base_url:
+            register_url_credentials(base_url)
+        # the key (registered for redaction by api_key_from_env) lives only in the client
+        self.client = openai.OpenAI(base_url=base_url, api_key=api_key_from_env(api_key_env),
+                                    timeout=timeout, max_retries=max_retries)
+        self.url = redact_url(f"{str(self.client.base_url).rstrip('/')}/chat/completions")
+        self.timeout, self.max_retries = timeout, max_retries
         self.model, self.batch_size = model, batch_size
+
+    def __repr__(self) -> str:
+        return f"OpenAIChatBackend(url={self.url!r}, model={self.model!r})"
 
     def complete(self, requests: list[Messages], max_new_tokens: int,
                  labels: dict[str, str], logprobs: bool) -> list[Reply]:
         with ThreadPoolExecutor(max_workers=max(1, self.batch_size)) as pool:
-            return list(pool.map(lambda m: self._one(m, max_new_tokens, labels, logprobs),
-                                 requests))
+            results = list(pool.map(lambda m: self._one(m, max_new_tokens, labels, logprobs),
+                                    requests))
+        if results and all(service_fault for _, service_fault in results):
+            raise JudgeServiceError(f"llm judge: all {len(results)} calls of a batch failed; "
+                                    f"the first: {results[0][0].error}")
+        return [reply for reply, _ in results]
 
     def _one(self, messages: Messages, max_new_tokens: int, labels: dict[str, str],
-             logprobs: bool) -> Reply:
+             logprobs: bool) -> tuple[Reply, bool]:
+        """The call's reply, and whether it failed for the server's sake (not this request's)."""
+        import openai
+
+        from evaluators.openai_backend import MalformedReply, one_line, parse_reply
+        from harness.secrets import redact
+
+        def failed(message: str, service_fault: bool = True) -> tuple[Reply, bool]:
+            return Reply(None, one_line(redact(message))), service_fault
+
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages,
                                   "max_tokens": max_new_tokens, "temperature": 0}
         if logprobs:
             kwargs.update(logprobs=True, top_logprobs=20)
+        url = self.url
         try:
-            resp = self.client.chat.completions.create(**kwargs)
-            choice = resp.choices[0]
-            text = choice.message.content or ""
-        except Exception as exc:
-            from evaluators.openai_backend import redact
+            raw = self.client.chat.completions.with_raw_response.create(**kwargs)
+            parsed = parse_reply(raw.http_response.content, "chat")
+            return self._reply(parsed, labels), False
+        except openai.APIStatusError as err:
+            # 400/413/422 refuse this request (e.g. too long for the context); anything else
+            # (401 bad key, 404 unknown model, 429/5xx after the retries) is the server's
+            request_fault = err.status_code in (400, 413, 422)
+            return failed(f"{url} answered HTTP {err.status_code}: {err.message}",
+                          not request_fault)
+        except openai.APITimeoutError:
+            return failed(f"{url} did not answer within {self.timeout:g} s "
+                          f"({self.max_retries} retries)")
+        except openai.APIConnectionError as err:
+            return failed(f"the connection to {url} failed ({self.max_retries} retries): "
+                          f"{err.__cause__ or err!r}")
+        except openai.APIError as err:
+            return failed(f"{url}: {type(err).__name__}: {err}")
+        except MalformedReply as err:
+            return failed(f"{url} sent a malformed reply: {err}")
 
-            msg = redact(f"{type(exc).__name__}: {exc}", self._key)[:300]
-            return Reply(None, msg)
-        usage = getattr(resp, "usage", None)
-        reply = Reply(text, prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                      completion_tokens=getattr(usage, "completion_tokens", 0) or 0)
-        content = getattr(getattr(choice, "logprobs", None), "content", None) or []
-        tokens = [c.token for c in content]
+    @staticmethod
+    def _reply(parsed: Any, labels: dict[str, str]) -> Reply:
+        """A checked reply's text, token counts and label probabilities per token."""
+        from evaluators.openai_backend import MalformedReply
+
+        text = parsed.text
+        usage = parsed.body.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        prompt_tokens, completion_tokens = (
+            c if isinstance(c, int) and not isinstance(c, bool) and c >= 0 else 0
+            for c in (usage.get("prompt_tokens"), usage.get("completion_tokens")))
+        reply = Reply(text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        lp = parsed.choice.get("logprobs")
+        content = (lp.get("content") if isinstance(lp, dict) else None) or []
+        if not isinstance(content, list):
+            raise MalformedReply("choices[0].logprobs.content is not a list")
+        tokens: list[str] = []
         by_label = {v: k for k, v in labels.items()}
-        for c in content:
+        for i, c in enumerate(content):
+            where = f"choices[0].logprobs.content[{i}]"
+            if not isinstance(c, dict) or not isinstance(c.get("token"), str):
+                raise MalformedReply(f"{where} has no 'token' string")
+            top = c.get("top_logprobs") or []
+            if not isinstance(top, list):
+                raise MalformedReply(f"{where}.top_logprobs is not a list")
             mass: dict[str, float] = {}
-            for t in c.top_logprobs or []:  # "m" and " m" both spell the label m
-                key = by_label.get(t.token.strip())
+            for t in top:  # "m" and " m" both spell the label m
+                if not (isinstance(t, dict) and isinstance(t.get("token"), str)
+                        and _is_logprob(t.get("logprob"))):
+                    raise MalformedReply(f"{where}.top_logprobs: an entry without a 'token' "
+                                         f"string and a 'logprob' number <= 0")
+                key = by_label.get(t["token"].strip())
                 if key is not None:
-                    mass[key] = mass.get(key, 0.0) + math.exp(t.logprob)
+                    mass[key] = mass.get(key, 0.0) + math.exp(t["logprob"])
+            tokens.append(c["token"])
             reply.label_probs.append(mass)
-            reply.emitted.append(by_label.get(c.token.strip()))
+            reply.emitted.append(by_label.get(c["token"].strip()))
         if tokens and "".join(tokens) == text:  # offsets are only exact if tokens spell the text
             ends = [len("".join(tokens[:i + 1])) for i in range(len(tokens))]
             reply.token_at = lambda off: next((i for i, e in enumerate(ends) if e > off), None)
         return reply
+
+
+def _is_logprob(value: Any) -> bool:
+    """A log-probability as JSON gives one: a number <= 0 (-inf allowed: probability 0)."""
+    # a little above 0 is float rounding; far above it, exp() would overflow: malformed
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and not math.isnan(value) and value <= 1e-3)
 
 
 # ---------------------------------------------------------------------------- the judge
@@ -400,12 +515,16 @@ def _resolve_model(model: str) -> Path:
 class LLMJudge(BatchedPairJudge):
     """An LLM asked which of two answers is better; returns P(candidate beats baseline)."""
 
+    # Annotated limits are checked when the spec loads (harness.spec.check_params)
     def __init__(self, task: Task | None, template: str = "alpaca_eval",
-                 model: str = "smollm2-135m-instruct", backend: str = "hf",
-                 position: str = "both", seed: int = 0, soft: bool = True,
-                 batch_size: int = 8, base_url: str | None = None,
-                 api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
-                 max_retries: int = 2, device: str | None = None) -> None:
+                 model: str = "smollm2-135m-instruct",
+                 backend: Annotated[str, {"choices": ("hf", "openai")}] = "hf",
+                 position: Annotated[str, {"choices": ("both", "random")}] = "both",
+                 seed: Annotated[int, {"ge": 0, "le": 2**32 - 1}] = 0, soft: bool = True,
+                 batch_size: Annotated[int, {"ge": 1}] = 8, base_url: str | None = None,
+                 api_key_env: str = "OPENAI_API_KEY",
+                 timeout: Annotated[float, {"gt": 0}] = 60.0,
+                 max_retries: Annotated[int, {"ge": 0}] = 2, device: str | None = None) -> None:
         if backend not in ("hf", "openai"):
             raise InputError(f"llm judge: backend must be 'hf' or 'openai', not '{backend}'")
         if position not in ("both", "random"):

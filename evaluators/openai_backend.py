@@ -13,22 +13,33 @@ on connection errors, timeouts, 408/409/429 and 5xx, up to `max_retries` times, 
 exponential backoff (0.5 s doubling to at most 8 s, minus up to 25% jitter; a Retry-After of
 at most two minutes is honoured instead). A request that still fails raises `BackendError`
 naming the URL and the HTTP status, so the pipeline stores nothing of that batch and the
-next run asks again.
+next run asks again. So does a 200 reply that is not what the API promises (not JSON, no
+`choices`, no text: a proxy's error page, a wrong URL, a broken server), which `parse_reply`
+checks field by field instead of trusting the client's lenient models.
 
 The API key is read from the environment variable named by `api_key_env` when a batch is
-sent and is never kept on the backend: it is not in its repr, fingerprint or errors.
+sent and is never kept on the backend: it is not in its repr, fingerprint or errors. Reading
+it registers it with `harness.secrets`, whose `redact` takes it out of every error, and the
+credentials of a `base_url` such as `http://user:password@host/v1` are kept only inside a
+`Secret` and shown everywhere else as `http://<redacted>@host/v1`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from evaluators.generation import BACKENDS, Completion, HFBackend, Request, SamplingParams
 from harness.errors import InputError, ServiceError
 from harness.hashing import seed_from
+from harness.secrets import Secret, redact, redact_url, register_secret, register_url_credentials
+
+__all__ = ["BackendError", "MalformedReply", "OpenAIBackend", "ParsedReply", "api_key_from_env",
+           "parse_reply", "redact"]
 
 
 class BackendError(ServiceError):
@@ -59,7 +70,9 @@ class OpenAIBackend:
         if concurrency < 1 or timeout <= 0 or max_retries < 0:
             raise InputError("openai backend: concurrency >= 1, timeout > 0 and max_retries >= 0 "
                              "are required", field="generation.options")
-        self.base_url = base_url.rstrip("/")
+        register_url_credentials(base_url)
+        self._base_url = Secret(base_url.rstrip("/"))  # what is connected to, credentials and all
+        self.base_url = redact_url(self._base_url.reveal())  # what is shown and fingerprinted
         self.model = model or str(model_dir)
         self.api_key_env = api_key_env
         self.endpoint = endpoint
@@ -106,16 +119,16 @@ class OpenAIBackend:
 
         key = api_key_from_env(self.api_key_env)
         gate = asyncio.Semaphore(self.concurrency)
-        async with AsyncOpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout,
-                               max_retries=self.max_retries) as client:
+        async with AsyncOpenAI(base_url=self._base_url.reveal(), api_key=key,
+                               timeout=self.timeout, max_retries=self.max_retries) as client:
             async def one(i: int, prompt: str) -> Completion:
                 async with gate:
                     # the seed VLLMBackend gives request i, so a vLLM server samples as it does
-                    return await self._request(client, key, prompt, params, seed_from(seed, i))
+                    return await self._request(client, prompt, params, seed_from(seed, i))
 
             return list(await asyncio.gather(*(one(i, p) for i, (p, _) in enumerate(requests))))
 
-    async def _request(self, client, key: str, prompt: str, params: SamplingParams,
+    async def _request(self, client, prompt: str, params: SamplingParams,
                        seed: int) -> Completion:
         import openai
 
@@ -128,37 +141,53 @@ class OpenAIBackend:
             common["extra_body"] = {"return_token_ids": True}
         url = f"{self.base_url}/{'chat/completions' if self.endpoint == 'chat' else 'completions'}"
         try:
+            # the raw reply, parsed by `parse_reply`: the client's models accept any JSON
+            # (missing fields become None), so a wrong reply would pass as an empty text
             if self.endpoint == "chat":
-                r = await client.chat.completions.create(
+                raw = await client.chat.completions.with_raw_response.create(
                     messages=[{"role": "user", "content": prompt}],
                     max_completion_tokens=params.max_new_tokens, **common)
-                choice = r.choices[0]
-                text = choice.message.content or ""
             else:
                 from trainers.tokenize import encode_prompt
 
-                r = await client.completions.create(
+                raw = await client.completions.with_raw_response.create(
                     prompt=encode_prompt(self.tokenizer, prompt),
                     max_tokens=params.max_new_tokens, **common)
-                choice = r.choices[0]
-                text = choice.text
+            reply = parse_reply(raw.http_response.content, self.endpoint)
         except openai.APIStatusError as err:
             retried = err.status_code in (408, 409, 429) or err.status_code >= 500
             raise BackendError(redact(
                 f"openai backend: {url} answered HTTP {err.status_code}"
                 + (f" after {self.max_retries} retries" if retried else "")
-                + f": {err.message}", key)) from None
+                + f": {one_line(err.message)}")) from None
         except openai.APITimeoutError:
             raise BackendError(f"openai backend: {url} did not answer within {self.timeout:g} s "
                                f"({self.max_retries} retries)") from None
         except openai.APIConnectionError as err:
-            raise BackendError(redact(f"openai backend: cannot connect to {url} "
-                                       f"({self.max_retries} retries): {err.__cause__!r}", key)
+            raise BackendError(redact(f"openai backend: the connection to {url} failed "
+                                      f"({self.max_retries} retries): "
+                                      f"{one_line(repr(err.__cause__ or err))}")) from None
+        except openai.APIError as err:  # any other client-side failure of the exchange
+            raise BackendError(redact(f"openai backend: {url}: {type(err).__name__}: "
+                                      f"{one_line(str(err))}")) from None
+        except MalformedReply as err:  # a 200 that is not a completion: not retried here
+            raise BackendError(redact(f"openai backend: {url} sent a malformed reply: {err}")
                                ) from None
-        return self._completion(text, getattr(choice, "token_ids", None),
-                                choice.finish_reason == "stop")
+        return self._completion(reply.text, reply.token_ids, reply.finish_reason == "stop")
 
     def _completion(self, text: str, ids: list[int] | None, finished: bool) -> Completion:
+        done = self._decoded(text, ids, finished)
+        if redact(done.text) == done.text:
+            return done
+        # the server echoed a secret (a key, URL credentials) into the completion: keep the
+        # redacted text and, as its tokens, that text re-tokenized (no tokenizer: none), so
+        # the stored token ids do not spell the secret either
+        text = redact(done.text)
+        tok = self.tokenizer
+        ids = list(tok(text, add_special_tokens=False)["input_ids"]) if tok is not None else []
+        return Completion(text, ids, finished)
+
+    def _decoded(self, text: str, ids: list[int] | None, finished: bool) -> Completion:
         tok = self.tokenizer
         if ids is None:  # the server gave text only: its tokens are the text re-tokenized
             ids = tok(text, add_special_tokens=False)["input_ids"] if tok is not None else []
@@ -175,11 +204,87 @@ class OpenAIBackend:
 def api_key_from_env(name: str) -> str:
     """The key in environment variable `name`; "EMPTY" (what local servers accept) if unset.
 
-    Read at the moment of use and never kept in a fingerprint, repr or result.
+    Read at the moment of use and never kept in a fingerprint, repr or result; registered
+    with `harness.secrets`, so `redact` removes it from anything printed or stored.
     """
-    return os.environ.get(name) or "EMPTY"
+    key = os.environ.get(name) or "EMPTY"
+    register_secret(key)
+    return key
 
 
-def redact(message: str, key: str) -> str:
-    """Servers may echo request details; the key must not reach logs or stored errors."""
-    return message.replace(key, "<redacted>") if key and key != "EMPTY" else message
+# ---------------------------------------------------------------------------- replies
+
+class MalformedReply(ValueError):
+    """A 200 reply that is not the completion the API promises; the message says why."""
+
+
+@dataclass(frozen=True)
+class ParsedReply:
+    """The first choice of a checked reply, and the reply itself (usage, logprobs, ...)."""
+    text: str
+    token_ids: list[int] | None  # vLLM's `return_token_ids`, where the server sent them
+    finish_reason: str | None
+    choice: dict[str, Any]
+    body: dict[str, Any]
+
+
+def parse_reply(body: bytes, endpoint: Literal["completions", "chat"]) -> ParsedReply:
+    """Check a completions / chat completions reply body; `MalformedReply` says what is wrong.
+
+    The text must be a string: `choices[0].text`, or `choices[0].message.content` (a null
+    content, as a refusal or a tool call has, is no completion either).
+    """
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise MalformedReply(f"the body is not JSON: {snippet(body)}") from None
+    if not isinstance(data, dict):
+        raise MalformedReply(f"the body is JSON but not an object: {snippet(body)}")
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        keys = ", ".join(one_line(repr(k), 30) for k in list(data)[:8])
+        raise MalformedReply("no 'choices' list in the reply "
+                             + (f"(its keys: {keys})" if data else "(an empty object)"))
+    if not choices:
+        raise MalformedReply("'choices' is empty")
+    choice = choices[0]
+    if not isinstance(choice, dict):
+        raise MalformedReply(f"choices[0] is {type(choice).__name__}, not an object")
+    if endpoint == "chat":
+        message = choice.get("message")
+        if not isinstance(message, dict):
+            raise MalformedReply("choices[0].message is missing or not an object")
+        text, where = message.get("content"), "choices[0].message.content"
+        present = "content" in message
+    else:
+        text, where, present = choice.get("text"), "choices[0].text", "text" in choice
+    if not isinstance(text, str):
+        raise MalformedReply(f"{where} is {'missing' if not present else _kind(text)}, "
+                             f"not a string")
+    ids = choice.get("token_ids")
+    # ids past a tokenizer's vocabulary decode to "" (as they would from HFBackend), but one
+    # past 2**31 cannot be decoded at all
+    if ids is not None and not (isinstance(ids, list) and all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 2**31 for i in ids)):
+        raise MalformedReply("choices[0].token_ids is not a list of token ids")
+    finish = choice.get("finish_reason")
+    if finish is not None and not isinstance(finish, str):
+        raise MalformedReply(f"choices[0].finish_reason is {_kind(finish)}, not a string")
+    return ParsedReply(text, ids, finish, choice, data)
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """`text` on one line (servers' messages may hold newlines), cut to `limit` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit - 3] + "..."
+
+
+def snippet(body: bytes, limit: int = 60) -> str:
+    """The start of a reply body for an error message: redacted *before* it is cut (so no
+    prefix of a secret survives), on one line, quoted."""
+    text = one_line(redact(body.decode("utf-8", errors="replace")), limit)
+    return repr(text) if text else "(empty)"

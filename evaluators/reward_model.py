@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from evaluators.judges import JUDGES, BatchedPairJudge
 from evaluators.scorers import SCORERS
@@ -127,8 +127,10 @@ class _RewardModel:
 class RewardModelScorer:
     """The scalar output of a local sequence-classification reward model."""
 
-    def __init__(self, task: Task | None, model: str, batch_size: int = 8,
-                 max_length: int = 2048, device: str | None = None) -> None:
+    # Annotated limits are checked when the spec loads (harness.spec.check_params)
+    def __init__(self, task: Task | None, model: str, batch_size: Annotated[int, {"ge": 1}] = 8,
+                 max_length: Annotated[int, {"ge": 1}] = 2048,
+                 device: str | None = None) -> None:
         self.rm = _RewardModel(model, batch_size, max_length, device)
         self.fingerprint = {"scorer": "reward_model", "version": 1, "model": self.rm.content,
                             "max_length": max_length}
@@ -141,8 +143,10 @@ class RewardModelScorer:
 class RewardModelJudge(BatchedPairJudge):
     """P(candidate beats baseline) = sigmoid(r_candidate - r_baseline)."""
 
-    def __init__(self, task: Task | None, model: str, batch_size: int = 8,
-                 max_length: int = 2048, device: str | None = None) -> None:
+    # Annotated limits are checked when the spec loads (harness.spec.check_params)
+    def __init__(self, task: Task | None, model: str, batch_size: Annotated[int, {"ge": 1}] = 8,
+                 max_length: Annotated[int, {"ge": 1}] = 2048,
+                 device: str | None = None) -> None:
         self.rm = _RewardModel(model, batch_size, max_length, device)
         self.fingerprint = {"judge": "reward_model", "version": 1, "model": self.rm.content,
                             "max_length": max_length}

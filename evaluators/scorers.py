@@ -7,7 +7,7 @@ settings never returns a stale cached value.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 from harness.registry import Registry
 from harness.tasks.base import Task
@@ -72,8 +72,11 @@ class DPOImplicitRewardScorer:
     scores DPO models the same way, with the reference's log-probs subtracted).
     """
 
+    # Annotated limits are checked when the spec loads (harness.spec.check_params)
     def __init__(self, task: Task, model: str, reference: str | None = None,
-                 beta: float = 0.1, batch_size: int = 16, max_length: int = 512) -> None:
+                 beta: Annotated[float, {"gt": 0}] = 0.1,
+                 batch_size: Annotated[int, {"ge": 1}] = 16,
+                 max_length: Annotated[int, {"ge": 1}] = 512) -> None:
         from pathlib import Path
 
         from harness.base_models import model_fingerprint

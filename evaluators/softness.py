@@ -7,10 +7,11 @@ over beta. For every method swept over one of these, the report writes `softness
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
+
+from harness.jsonio import write_json, write_text_atomic
 
 KNOBS = ("alpha", "beta")
 PANELS = [("win_rate", "win rate vs baseline (%)"), ("mean_reward", "mean reward"),
@@ -51,8 +52,8 @@ def write_softness(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
              "|" + "---|" * len(cols)]
     for row in rows:
         lines.append("| " + " | ".join(_fmt(row[c]) for c in cols) + " |")
-    (out_dir / "softness.md").write_text("\n".join(lines) + "\n")
-    (out_dir / "softness.json").write_text(json.dumps(rows, indent=2))
+    write_text_atomic(out_dir / "softness.md", "\n".join(lines) + "\n")
+    write_json(out_dir / "softness.json", rows)
     _plot(frame, panels, out_dir / "softness.png")
     return [out_dir / "softness.csv", out_dir / "softness.md", out_dir / "softness.png"]
 

@@ -1,12 +1,18 @@
 """Command line: `spo-harness run|train|generate|judge|report EXPERIMENT.yaml`.
 
-Heavy libraries are imported inside the commands so that `--help` stays instant. Bad
-input exits with code 2 and one line on stderr; finished units stay in the store.
+Heavy libraries are imported inside the commands so that `--help` stays instant.
+Every failure is one line on stderr, with secrets redacted, and an exit code:
+2 bad input (the line names file, line and field), 1 a service that kept failing, a full
+disk or a results folder held by another run, 130 interrupted. Finished units stay in the
+store in every case, so rerunning the same command resumes.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -14,6 +20,7 @@ from collections.abc import Callable
 import click
 
 from harness.errors import InputError, ServiceError
+from harness.secrets import redact
 
 # Nothing is ever fetched from a hub at run time.
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE",
@@ -36,24 +43,62 @@ def _common(f: Callable) -> Callable:
     f = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
                      help="Override a spec field, e.g. --set training.epochs=1 "
                           "--set methods.0.params.alpha=[0.5,1] (repeatable).")(f)
-    return click.argument("experiment", type=click.Path(dir_okay=False))(f)
+    # A plain string: load_spec says in one line what is wrong with the path (missing, a
+    # folder, unreadable), where click.Path would print three lines of usage.
+    return click.argument("experiment")(f)
+
+
+RESUME = "finished units are stored; run the same command to resume"
+
+
+def fail(message: str, code: int) -> None:
+    """Print one redacted line on stderr and exit."""
+    line = " ".join(redact(str(message)).split())  # one line, whatever the message holds
+    click.echo(line, err=True)
+    sys.exit(code)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    return ((isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT))
+            or (isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc)))
 
 
 def _execute(command: str, experiment: str, overrides: tuple[str, ...], results_dir: str | None,
              quiet: bool) -> None:
+    _log_notices()
     try:
         _run_stages(command, experiment, overrides, results_dir, quiet)
     except InputError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except ServiceError as exc:  # e.g. a generation server that kept failing
-        click.echo(f"error: {exc}\nfinished units are stored; run the same command to resume",
-                   err=True)
-        sys.exit(1)
+        fail(f"error: {exc}", 2)
+    except ServiceError as exc:  # a server that kept failing, a folder held by another run
+        from harness.lock import BusyError
+
+        fail(f"error: {exc}" if isinstance(exc, BusyError) else f"error: {exc}; {RESUME}", 1)
     except KeyboardInterrupt:
-        click.echo("interrupted: finished units are stored; run the same command to resume",
-                   err=True)
-        sys.exit(130)
+        fail(f"interrupted: {RESUME}", 130)
+    except Exception as exc:
+        if _disk_full(exc):
+            fail(f"error: the disk is full ({exc}); free some space: {RESUME}", 1)
+        if os.environ.get("SPO_HARNESS_DEBUG"):
+            raise
+        fail(f"internal error: {type(exc).__name__}: {exc} (a bug in spo-harness, not in "
+             "your input; rerun with SPO_HARNESS_DEBUG=1 for the traceback)", 1)
+
+
+class _OneLine(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return " ".join(redact(f"note: {record.getMessage()}").split())
+
+
+def _log_notices() -> None:
+    """Warnings of the harness (e.g. a damaged checkpoint being recomputed) reach stderr."""
+    logger = logging.getLogger("spo_harness")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_OneLine())
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
 
 
 def _run_stages(command: str, experiment: str, overrides: tuple[str, ...],
@@ -67,6 +112,9 @@ def _run_stages(command: str, experiment: str, overrides: tuple[str, ...],
     spec = load_spec(experiment, overrides)
     exp = Experiment(spec, results_dir, show_progress=not quiet)
     stages = STAGE_STEPS[command]
+    if command in ("generate", "judge", "report") and not exp.store.has_runs():
+        raise InputError(f"runs not trained yet in {exp.results_dir}: run `spo-harness train` "
+                         "(or `run`) on this spec first")
     seconds = {}
     for stage in ("prepare", *stages):
         t = time.time()
@@ -128,5 +176,16 @@ def report(experiment, overrides, results_dir, quiet):
     _execute("report", experiment, overrides, results_dir, quiet)
 
 
+def entry() -> None:
+    """The console script: click's own usage errors become one line and exit 2 too."""
+    try:
+        rc = main.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        fail(f"interrupted: {RESUME}", 130)
+    except click.ClickException as exc:
+        fail(f"error: {exc.format_message()} (see --help)", exc.exit_code)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
 if __name__ == "__main__":
-    main()
+    entry()

@@ -18,10 +18,14 @@ from tqdm.auto import tqdm
 
 from harness.errors import InputError
 from harness.hashing import code_version, content_hash, seed_from
+from harness.jsonio import write_json
+from harness.lock import lock_results_dir
+from harness.secrets import redact
 from harness.spec import ExperimentSpec, RunSpec, build_dataclass, expand_runs
-from harness.store import Store
+from harness.store import Store, usable_results_dir
 from harness.tasks import TASKS
 from harness.tasks.base import Prompt, TaskAssets
+from harness.units import Units
 
 STAGES = ("prepare", "train", "generate", "score", "judge", "report")
 
@@ -42,8 +46,10 @@ class Experiment:
         transformers.utils.logging.disable_progress_bar()  # one bar per stage is enough
         transformers.utils.logging.set_verbosity_error()
         self.spec = spec
-        self.results_dir = Path(results_dir or spec.output.results_dir
-                                or Path("results") / spec.name)
+        self.results_dir = usable_results_dir(Path(results_dir or spec.output.results_dir
+                                                   or Path("results") / spec.name))
+        # One run per results folder at a time: a second one exits 1 naming the holder.
+        lock_results_dir(self.results_dir)
         self.store = Store(self.results_dir)
         task_cls = TASKS.get(spec.task)
         self.task = task_cls(build_dataclass(task_cls.Options, spec.task_options,
@@ -78,8 +84,47 @@ class Experiment:
                                        load_prompts(self.spec.data.eval_prompts_file)]
             if self.spec.data.reg_prompts_file:
                 assets.reg_prompts = [p for _, p in load_prompts(self.spec.data.reg_prompts_file)]
+            self._check_prompts(assets)
             self._assets = assets
         return self._assets
+
+    def _check_prompts(self, assets: TaskAssets) -> None:
+        """Every eval prompt is one distinct unit, and fits the model's context window.
+
+        Generations are keyed by prompt text and paired by prompt id, so a repeated id or
+        text would silently pair answers to different prompts. A prompt longer than the
+        context would make generation allocate attention for all of it (a 1 MB prompt asked
+        for 160 GB): refuse it here, before any training.
+        """
+        from harness.base_models import load_tokenizer
+        from harness.data import check_prompt_identity
+        from trainers.tokenize import encode_prompt
+
+        d = self.spec.data
+        source = d.eval_prompts_file or f"task '{self.spec.task}' eval prompts"
+        check_prompt_identity([(p.id, p.text) for p in assets.eval_prompts], source)
+        tok = load_tokenizer(assets.reference_dir)
+        config = json.loads((Path(assets.reference_dir) / "config.json").read_text())
+        limit = config.get("max_position_embeddings")
+        if not limit:
+            return
+        for name, texts, file in (
+                ("eval prompt", [(p.id, p.text) for p in assets.eval_prompts], source),
+                ("regularization prompt", list(enumerate(assets.reg_prompts, 1)),
+                 d.reg_prompts_file or f"task '{self.spec.task}' regularization prompts")):
+            for pid, text in texts:
+                n = len(text) // 8 + 1  # a cheap lower bound first: BPE is ~4 chars a token
+                if n > limit or len(encode_prompt(tok, text)) > limit:
+                    n = len(encode_prompt(tok, text[: 16 * limit]))
+                    raise InputError(f"{name} '{pid}' has {n}{'+' if n > limit else ''} "
+                                     f"tokens; the model's context is {limit}", file=file)
+
+    @property
+    def units(self) -> Units:
+        """The units the current spec names (prompts x samples at these sampling settings)."""
+        g = self.spec.generation
+        return Units(self.store, self.assets.eval_prompts, g.n_samples,
+                     self.sampling().as_dict(), g.seed)
 
     def run_key(self, run: RunSpec) -> str:
         return content_hash({"reference": self.assets.reference_key,
@@ -166,7 +211,7 @@ class Experiment:
             staging = self.store.staging_dir("checkpoint", key)
             model.save_pretrained(staging)
             tok.save_pretrained(staging)
-            (staging / "spo_harness_run.json").write_text(json.dumps(metadata, indent=2))
+            write_json(staging / "spo_harness_run.json", metadata)
             path = self.store.commit_artifact("checkpoint", key, staging, {"label": run.label})
             self.store.put_run(key, run.label, run.method, run.params, run.seed, str(path), metadata)
             shutil.rmtree(work, ignore_errors=True)
@@ -181,19 +226,14 @@ class Experiment:
         return SamplingParams(max_new_tokens=g.max_new_tokens, temperature=g.temperature,
                               top_p=g.top_p)
 
-    def generation_key(self, model: Model, prompt: Prompt, index: int) -> str:
-        return content_hash({"model": model.key, "prompt": prompt.text,
-                             "sampling": self.sampling().as_dict(), "sample_index": index,
-                             "seed": self.spec.generation.seed})
-
     def generate(self) -> None:
         from evaluators.generation import BACKENDS, resolve_backend
 
         g, params = self.spec.generation, self.sampling()
-        prompts = self.assets.eval_prompts
         for model in self.models():
-            items = [(p, i) for p in prompts for i in range(g.n_samples)]
-            keys = [self.generation_key(model, p, i) for p, i in items]
+            slots = self.units.slots(model.key)
+            items = [(s.prompt, s.index) for s in slots]
+            keys = [s.key for s in slots]
             done = self.store.existing_keys("generations", keys)
             batches = [range(s, min(s + g.batch_size, len(items)))
                        for s in range(0, len(items), g.batch_size)]
@@ -229,9 +269,9 @@ class Experiment:
     def score(self) -> None:
         from evaluators.scoring import exact_distributions, logp_scores, pointwise_scores
 
-        models = self.models()
+        models, units = self.models(), self.units
         for model in self._bar(models, desc="score", leave=False):
-            gens = self.store.generations(model.key)
+            gens = units.generations(model.key)
             for scorer in self.scorers():
                 c, s = pointwise_scores(self.store, scorer, gens)
                 self._count("score", True, c)
@@ -262,29 +302,37 @@ class Experiment:
     def judge(self) -> None:
         from evaluators.scoring import pairwise_judgments
 
-        base = self.baseline()
-        base_gens = self.store.generations(base.key)
+        base, units = self.baseline(), self.units
+        base_gens = units.generations(base.key)
         judges = self.judges()  # built once: an LLM judge loads its model once
         for model in self.models():
             if model.key == base.key:
                 continue
             for judge in judges:
-                c, s = pairwise_judgments(self.store, judge, base_gens,
-                                          self.store.generations(model.key))
+                c, s = pairwise_judgments(units, judge, base_gens, units.generations(model.key))
                 self._count("judge", True, c)
                 self._count("judge", False, s)
 
     # ------------------------------------------------------------------ report
 
     def report(self) -> list[dict[str, Any]]:
-        from evaluators.judge_quality import write_judge_quality
+        from evaluators.collect import collect, judge_names
+        from evaluators.judge_quality import oracle_judge, write_judge_quality
         from evaluators.report import leaderboard_records, write_leaderboard
         from evaluators.softness import write_softness
 
-        records = leaderboard_records(self)
+        models, base = self.models(), self.baseline()
+        names = judge_names([j.name for j in self.spec.judges])
+        judges = dict(zip(names, self.judges()))
+        results = collect(self.units, models, base.key, models[0].key, self.scorers()[0],
+                          judges, self.task, self.assets.completion_eos)
+        records = leaderboard_records(results, judge=names[0])
         write_leaderboard(records, self.results_dir, self.spec.name)
         write_softness(records, self.results_dir)
-        write_judge_quality(self, self.results_dir)
+        write_judge_quality(results, [{"name": c.name, "display": n, "params": c.params,
+                                       "fingerprint": judges[n].fingerprint}
+                                      for c, n in zip(self.spec.judges, names)],
+                            oracle_judge(self.task), self.spec.name, self.results_dir)
         self._count("report", True)
         return records
 
@@ -301,6 +349,4 @@ class Experiment:
                 "runs": [{"label": r.label, "method": r.method, "params": r.params,
                           "seed": r.seed} for r in self.runs],
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        tmp = self.results_dir / ".run.json.tmp"
-        tmp.write_text(json.dumps(info, indent=2, default=str))
-        tmp.replace(self.results_dir / "run.json")
+        write_json(self.results_dir / "run.json", redact(info), default=str)

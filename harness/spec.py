@@ -1,9 +1,12 @@
 """The experiment spec: one YAML file, validated on load.
 
-Every section is a dataclass whose fields carry `help` metadata (as TRL's configs do), so
-the same definitions drive validation, defaults and documentation. Loading never executes
-anything from the file (`yaml.safe_load` semantics); errors name the file, the line and
-the key path, and are raised before any stage runs.
+Every section is a dataclass whose fields carry `help` metadata (as TRL's configs do), and
+their valid range as data (`gt`/`ge`/`lt`/`le`, `choices`, `multiple_of`, `pattern`), so the
+same definitions drive validation, defaults and documentation; task Options declare theirs
+the same way. Loading never executes anything from the file (`yaml.safe_load` semantics),
+refuses what YAML allows but a spec never means (duplicate keys, alias bombs, recursive
+aliases, non-finite numbers, text that is not UTF-8) and every error is one line naming the
+file, the line and the key path, raised before any stage runs.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ import dataclasses
 import difflib
 import inspect
 import itertools
+import math
 import re
+import stat
 import types
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,13 +30,39 @@ import yaml
 from harness.errors import InputError
 from harness.hashing import content_hash
 
+# numpy, torch and Python's random all take a seed in [0, 2**32 - 1]; anything else is
+# refused at load rather than by an OverflowError halfway through a stage.
+SEED_LIMITS: dict[str, int] = {"ge": 0, "le": 2**32 - 1}
+# Bounds of an int field that declares none: a count or size beyond 2**31 - 1 is never
+# meant, and a huge int must not reach torch or numpy (which overflow with a traceback).
+INT_LIMITS: dict[str, int] = {"ge": -(2**31), "le": 2**31 - 1}
+# Values typed Any (method hyperparameters, backend options) are still plain YAML data;
+# their ints must fit the 64 bits every numeric library takes.
+ANY_INT_RANGE = (-(2**63), 2**63 - 1)
 
-def _f(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:
+# Keys of field metadata (and of a Mapping in `Annotated[...]`) that declare a valid range.
+LIMIT_KEYS = frozenset({"gt", "ge", "lt", "le", "choices", "multiple_of", "pattern",
+                        "pattern_help"})
+
+MAX_SPEC_BYTES = 1 << 20       # a spec is a few KB; a larger file is not one
+MAX_YAML_NODES = 100_000       # nodes after expanding aliases (a billion-laughs bomb is 10^9)
+MAX_YAML_DEPTH = 50            # nesting levels (a spec needs about 6)
+MAX_RUNS = 10_000              # training runs a spec may expand to (sweeps x seeds)
+
+_NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}"
+
+
+def _f(default: Any = dataclasses.MISSING, help: str = "", **limits: Any) -> Any:
+    """A spec field: its default, its help and its valid range (see `LIMIT_KEYS`)."""
+    unknown = set(limits) - LIMIT_KEYS
+    if unknown:  # a typo here would silently drop a check
+        raise TypeError(f"unknown limit keys {sorted(unknown)}")
+    metadata = {"help": help, **limits}
     if isinstance(default, (list, dict)):
         value = default
         return field(default_factory=lambda: typing.cast(Any, type(value))(value),
-                     metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+                     metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -42,16 +74,18 @@ class MethodSpec:
 
 @dataclass
 class TrainingSpec:
-    epochs: int = _f(2, help="passes over the preference pairs")
-    batch_size: int = _f(16, help="pairs per optimizer step")
-    learning_rate: float = _f(5e-4, help="AdamW learning rate")
-    weight_decay: float = _f(0.0, help="AdamW weight decay")
-    warmup_steps: int = _f(0, help="linear warm-up steps")
-    max_grad_norm: float | None = _f(1.0, help="gradient clipping norm; null disables")
-    max_length: int = _f(128, help="prompt+completion tokens kept (prompt truncated from the left)")
-    save_every: int = _f(20, help="save a resumable checkpoint every N steps")
-    log_every: int = _f(5, help="log metrics every N steps")
-    kl_log_prompts: int = _f(8, help="prompts sampled to log KL(policy||ref) at each log step; 0 = off")
+    epochs: int = _f(2, help="passes over the preference pairs", ge=1)
+    batch_size: int = _f(16, help="pairs per optimizer step", ge=1)
+    learning_rate: float = _f(5e-4, help="AdamW learning rate", gt=0)
+    weight_decay: float = _f(0.0, help="AdamW weight decay", ge=0)
+    warmup_steps: int = _f(0, help="linear warm-up steps", ge=0)
+    max_grad_norm: float | None = _f(1.0, help="gradient clipping norm; null disables", gt=0)
+    max_length: int = _f(128, help="prompt+completion tokens kept (prompt truncated from the "
+                         "left); at least 2, one of each", ge=2)
+    save_every: int = _f(20, help="save a resumable checkpoint every N steps", ge=1)
+    log_every: int = _f(5, help="log metrics every N steps", ge=1)
+    kl_log_prompts: int = _f(8, help="prompts sampled to log KL(policy||ref) at each log step; "
+                             "0 = off", ge=0)
 
 
 @dataclass
@@ -60,13 +94,14 @@ class GenerationSpec:
                       "present, else hf), hf, vllm, openai")
     options: dict[str, Any] = _f({}, help="keyword arguments of the backend (e.g. openai: base_url, "
                                   "api_key_env, concurrency, timeout)")
-    n_samples: int = _f(4, help="samples per held-out prompt")
-    max_new_tokens: int = _f(32, help="tokens generated per sample")
+    n_samples: int = _f(4, help="samples per held-out prompt", ge=1)
+    max_new_tokens: int = _f(32, help="tokens generated per sample", ge=1)
     temperature: float = _f(1.0, help="sampling temperature (1.0 keeps entropy/KL estimates unbiased; "
-                            "0 = greedy)")
-    top_p: float = _f(1.0, help="nucleus sampling mass")
-    batch_size: int = _f(32, help="sequences per generate() call")
-    seed: int = _f(0, help="base sampling seed; each batch derives its own from its content")
+                            "0 = greedy)", ge=0)
+    top_p: float = _f(1.0, help="nucleus sampling mass, in (0, 1]", gt=0, le=1)
+    batch_size: int = _f(32, help="sequences per generate() call", ge=1)
+    seed: int = _f(0, help="base sampling seed; each batch derives its own from its content",
+                   **SEED_LIMITS)
 
 
 @dataclass
@@ -90,14 +125,18 @@ class OutputSpec:
 
 @dataclass
 class ExperimentSpec:
-    name: str = _f(help="experiment name (names the results folder)")
+    name: str = _f(help="experiment name (names the results folder): letters, digits and "
+                   "._-, not starting with . or -, at most 100 characters",
+                   pattern=_NAME_PATTERN,
+                   pattern_help="must be one safe path component (letters, digits and ._-, "
+                                "not starting with . or -, at most 100 characters)")
     task: str = _f(help="built-in task: bandit or sentiment")
     methods: list[MethodSpec] = _f(help="methods to train, each with hyperparameters")
     task_options: dict[str, Any] = _f({}, help="options of the task (see its Options dataclass)")
     base_model: str = _f("tiny", help="'tiny' (the task's own model, SFT'd locally), a registered "
                          "model (smollm2-135m-instruct), a local HF folder, or a cached hub id")
     data: DataSpec = _f(None, help="user data replacing the task's pairs or prompts")
-    seeds: list[int] = _f([0], help="training seeds; one run per seed")
+    seeds: list[int] = _f([0], help="training seeds; one run per seed", **SEED_LIMITS)
     training: TrainingSpec = _f(None, help="shared training settings")
     generation: GenerationSpec = _f(None, help="sampling on the held-out prompts")
     judges: list[ComponentSpec] = _f([], help="pairwise judges; default: the task's oracle judge")
@@ -129,11 +168,33 @@ class RunSpec:
         return {"method": self.method, "params": self.params, "seed": self.seed}
 
 
-# ---------------------------------------------------------------- loading and validation
+# ---------------------------------------------------------------- reading the YAML
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads 1e-3 (no dot) as a float, as YAML 1.2 and JSON do."""
+    """SafeLoader that reads 1e-3 (no dot) as a float, as YAML 1.2 and JSON do, and refuses
+    a key given twice in one mapping (PyYAML keeps the last silently, so a second `methods:`
+    would quietly replace the first)."""
+
+    def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:
+        # Checked when the mapping is composed, before `<<` merges are flattened into it: a
+        # key that overrides a merged one is what merges are for, a repeated key is not.
+        node = super().compose_mapping_node(anchor)
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # complex keys are refused (unhashable) when constructed
+            key = self.construct_object(key_node)  # 1 and 1.0 are one key in the dict too
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:
+                continue
+            if first is not key_node:
+                raise yaml.composer.ComposerError(
+                    None, None, f"duplicate key {key!r} (first on line "
+                    f"{first.start_mark.line + 1}); a key may appear once in a mapping",
+                    key_node.start_mark)
+        return node
 
 
 _Loader.add_implicit_resolver(
@@ -146,15 +207,97 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
-class _Locator:
-    """Maps key paths ('methods.0.params.alpha') to line numbers of the YAML source."""
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
-    def __init__(self, text: str) -> None:
+
+def _check_graph(root: yaml.Node) -> None:
+    """Refuse a node graph whose expansion is too large, too deep or infinite.
+
+    An alias is the very node of its anchor, so the composed graph stays small even for a
+    billion-laughs bomb (nine levels of nine aliases: ~90 nodes that expand to 9^9); what
+    explodes is every later walk of the constructed data (locating keys, hashing, copying).
+    So the expanded size and depth of each node are computed once per node (memoised by
+    identity, iteratively), and a node met again while it is still being expanded is a
+    recursive alias (`a: &x [*x]`), which would make every walk endless.
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    expanding: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            expanding.discard(key)
+            kids = _children(node)
+            size[key] = 1 + sum(size[id(c)] for c in kids)
+            depth[key] = 1 + max((depth[id(c)] for c in kids), default=0)
+            if size[key] > MAX_YAML_NODES:
+                raise yaml.composer.ComposerError(
+                    None, None, f"aliases expand to more than {MAX_YAML_NODES} nodes "
+                    "(an alias bomb?)", node.start_mark)
+            if depth[key] > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", node.start_mark)
+            continue
+        if key in size:
+            continue
+        expanding.add(key)
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in expanding:
+                raise yaml.composer.ComposerError(
+                    None, None, "recursive alias: a node contains an alias to itself",
+                    child.start_mark)
+            if id(child) not in size:
+                stack.append((child, False))
+
+
+def _parse_yaml(text: str) -> tuple[Any, yaml.Node | None]:
+    """(data, root node) of one YAML document, refusing bombs and cycles before building it.
+
+    The document is composed once; the checked node graph is then constructed and returned
+    so that `_Locator` reads lines from the same nodes instead of composing again.
+    Raises yaml.YAMLError, or RecursionError for nesting too deep to compose.
+    """
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        _check_graph(node)
+        return loader.construct_document(node), node
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> tuple[str, int | None]:
+    """One-line description of a YAML error and its 1-based line (when it has one)."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
+        return (f"unacceptable character #x{char:04x}: {exc.reason}",
+                text.count("\n", 0, exc.position) + 1)
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "malformed"
+        return problem, (mark.line + 1 if mark else None)
+    return (str(exc).splitlines() or ["malformed"])[0], None
+
+
+class _Locator:
+    """Maps key paths ('methods.0.params.alpha') to line numbers of the YAML source.
+
+    It walks the root node `_parse_yaml` composed (and `_check_graph` bounded), so aliases
+    cost what they expand to, at most MAX_YAML_NODES.
+    """
+
+    def __init__(self, node: yaml.Node | None) -> None:
         self.lines: dict[str, int] = {}
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError:
-            node = None
         if node is not None:
             self._walk(node, "")
 
@@ -162,6 +305,8 @@ class _Locator:
         self.lines[prefix] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
+                if not isinstance(k, yaml.ScalarNode):
+                    continue
                 path = f"{prefix}.{k.value}" if prefix else str(k.value)
                 self.lines[path] = k.start_mark.line + 1
                 if not isinstance(v, yaml.ScalarNode):
@@ -180,44 +325,173 @@ class _Locator:
         return None
 
 
+# ---------------------------------------------------------------- typed conversion
+
+Err = Callable[[str, str], InputError]
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
-def _convert(value: Any, tp: Any, path: str, err: typing.Callable[[str, str], InputError]) -> Any:
+def _limits(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metadata.items() if k in LIMIT_KEYS}
+
+
+def _check_text(value: str, path: str, err: Err) -> None:
+    """Text is stored as UTF-8 and used in paths: no lone surrogates, no NUL."""
+    if "\x00" in value:
+        raise err(path, "contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise err(path, f"is not valid text: lone surrogate U+{ord(value[exc.start]):04X} at "
+                        f"character {exc.start}") from None
+
+
+def _check_finite(value: float, path: str, err: Err) -> None:
+    if not math.isfinite(value):
+        raise err(path, f"must be a finite number, got {value!r}")
+
+
+def _check_plain(value: Any, path: str, err: Err) -> None:
+    """A value typed Any is still plain data: null, bool, finite number, text, list, mapping.
+
+    YAML can also give dates, sets and binary, which no hyperparameter takes and which the
+    results' JSON (run keys, fingerprints) cannot hold.
+    """
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        lo, hi = ANY_INT_RANGE
+        if not lo <= value <= hi:
+            raise err(path, f"integer out of range: must lie in [{lo}, {hi}], got {value}")
+    elif isinstance(value, float):
+        _check_finite(value, path, err)
+    elif isinstance(value, str):
+        _check_text(value, path, err)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{path}.{i}", err)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise err(path, f"keys must be strings, got {type(k).__name__} {k!r}")
+            _check_text(k, f"{path}.{k}", err)
+            _check_plain(v, f"{path}.{k}", err)
+    else:
+        raise err(path, "expected null, a boolean, a number, text, a list or a mapping; got "
+                        f"{type(value).__name__} {value!r}")
+
+
+def _check_limits(value: Any, limits: Mapping[str, Any], path: str, err: Err) -> None:
+    """Check one converted scalar against the declared limits (see `LIMIT_KEYS`)."""
+    if value is None:
+        return
+    for key, ok, word in (("gt", lambda v, b: v > b, ">"), ("ge", lambda v, b: v >= b, ">="),
+                          ("lt", lambda v, b: v < b, "<"), ("le", lambda v, b: v <= b, "<=")):
+        if key in limits and not ok(value, limits[key]):
+            raise err(path, f"must be {word} {limits[key]}, got {value!r}")
+    if "multiple_of" in limits and value % limits["multiple_of"]:
+        raise err(path, f"must be a multiple of {limits['multiple_of']}, got {value!r}")
+    if "choices" in limits and value not in limits["choices"]:
+        raise err(path, f"must be one of {', '.join(map(repr, limits['choices']))}, "
+                        f"got {value!r}")
+    if "pattern" in limits and not re.fullmatch(limits["pattern"], value):
+        raise err(path, f"{limits.get('pattern_help', 'must match ' + limits['pattern'])}, "
+                        f"got {value!r}")
+
+
+def _convert(value: Any, tp: Any, path: str, err: Err,
+             limits: Mapping[str, Any] | None = None) -> Any:
+    """`value` (plain YAML data) as type `tp`, within `limits`; InputError naming `path`.
+
+    The limits of a list apply to each item. Numbers are finite, ints bounded (INT_LIMITS
+    unless declared), text is valid UTF-8 without NUL, and a value typed Any (or with a type
+    this does not know) must still be plain data; it is passed through as it is.
+    """
+    limits = limits or {}
     origin = typing.get_origin(tp)
+    if origin is typing.Annotated:  # Annotated[int, {"ge": 1}]: limits as type metadata
+        extra: dict[str, Any] = {}
+        for m in tp.__metadata__:
+            if isinstance(m, Mapping):
+                extra.update(_limits(m))
+        return _convert(value, typing.get_args(tp)[0], path, err, {**limits, **extra})
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], path, err)
+        first: InputError | None = None
+        for option in inner:
+            try:
+                return _convert(value, option, path, err, limits)
+            except InputError as exc:
+                first = first or exc
+        if len(inner) == 1 or first is None:
+            raise typing.cast(InputError, first)
+        raise err(path, f"expected {' or '.join(map(_type_name, args))}, got "
+                        f"{type(value).__name__} {value!r}")
     if tp is Any:
+        _check_plain(value, path, err)
+        return value
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        _check_plain(value, path, err)
+        if value not in choices:
+            raise err(path, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
         return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise err(path, f"expected a mapping, got {type(value).__name__}")
-        return _build(tp, value, path, err)
-    if origin is list:
+        return _build(typing.cast(type, tp), value, path, err)
+    if origin is list or tp is list:
         if not isinstance(value, list):
             raise err(path, f"expected a list, got {type(value).__name__}")
-        (item,) = typing.get_args(tp)
-        return [_convert(v, item, f"{path}.{i}", err) for i, v in enumerate(value)]
-    if origin is dict:
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_convert(v, item, f"{path}.{i}", err, limits) for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise err(path, f"expected a mapping, got {type(value).__name__}")
-        return dict(value)
+        key_tp, value_tp = typing.get_args(tp) or (Any, Any)
+        out = {}
+        for k, v in value.items():
+            if key_tp is str and not isinstance(k, str):
+                raise err(path, f"keys must be strings, got {type(k).__name__} {k!r}")
+            sub = f"{path}.{k}"
+            out[_convert(k, key_tp, sub, err)] = _convert(v, value_tp, sub, err)
+        return out
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int too large for a float
+            raise err(path, f"must be a finite number, got {value!r}") from None
+        _check_finite(number, path, err)
+        _check_limits(number, limits, path, err)
+        return number
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        bounds = dict(limits)
+        if not {"ge", "gt"} & set(bounds):
+            bounds["ge"] = INT_LIMITS["ge"]
+        if not {"le", "lt"} & set(bounds):
+            bounds["le"] = INT_LIMITS["le"]
+        _check_limits(value, bounds, path, err)
         return value
-    if tp in (str, bool) and isinstance(value, tp):
+    if tp is str and isinstance(value, str):
+        _check_text(value, path, err)
+        _check_limits(value, limits, path, err)
         return value
-    raise err(path, f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp in (int, float, str, bool):
+        raise err(path, f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    # a type this does not convert (a plugin's Path, an enum, ...): plain data, passed on
+    _check_plain(value, path, err)
+    return value
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str,
-           err: typing.Callable[[str, str], InputError]) -> Any:
+def _build(cls: type, data: dict[str, Any], prefix: str, err: Err) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -227,7 +501,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str,
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(fields)}"
             raise err(path, f"unknown key{hint}")
-        kwargs[key] = _convert(value, hints[key], path, err)
+        kwargs[key] = _convert(value, hints[key], path, err, _limits(fields[key].metadata))
     for name, f in fields.items():
         if (name not in kwargs and f.default is dataclasses.MISSING
                 and f.default_factory is dataclasses.MISSING):
@@ -237,7 +511,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str,
 
 def build_dataclass(cls: type, data: dict[str, Any], *, file: str = "<options>",
                     prefix: str = "", locator: _Locator | None = None) -> Any:
-    """Validate `data` against dataclass `cls` (unknown keys, types, required fields)."""
+    """Validate `data` against dataclass `cls` (unknown keys, types, ranges, required fields)."""
 
     def err(path: str, message: str) -> InputError:
         line = locator.line(path) if locator else None
@@ -246,15 +520,44 @@ def build_dataclass(cls: type, data: dict[str, Any], *, file: str = "<options>",
     return _build(cls, data, prefix, err)
 
 
+def _call_hints(target: Any) -> dict[str, Any]:
+    """Type hints (with Annotated limits) of a component's constructor; {} if unresolvable."""
+    try:
+        return typing.get_type_hints(target.__init__ if isinstance(target, type) else target,
+                                     include_extras=True)
+    except Exception:  # a plugin's unresolvable annotation: its params pass through unchecked
+        return {}
+
+
+def check_params(target: Any, params: Mapping[str, Any], path: str, err: Err,
+                 what: str) -> None:
+    """Bind `params` to `target(None, **params)` and check each against its type hint.
+
+    Judges, scorers and backends are built in later stages; binding now makes a typo (or
+    `scale: abc`) fail at load, naming `<path>.<param>` and its line. Unannotated params
+    still have to be plain data.
+    """
+    try:
+        inspect.signature(target).bind(None, **params)
+    except TypeError as exc:
+        raise err(path, f"{what}: {exc}") from None
+    hints = _call_hints(target)
+    for key, value in params.items():
+        _convert(value, hints.get(key, Any), f"{path}.{key}", err)
+
+
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
     """Apply one `--set key.path=value` (value parsed as YAML) to the raw spec dict."""
     if "=" not in assignment:
         raise InputError(f"--set expects key.path=value, got {assignment!r}")
     path, _, text = assignment.partition("=")
     try:
-        value = yaml.load(text, Loader=_Loader) if text else None
+        value = _parse_yaml(text)[0] if text else None
     except yaml.YAMLError as exc:
-        raise InputError(f"--set {path}: value is not valid YAML ({exc.problem})") from None
+        raise InputError(f"--set {path}: value is not valid YAML "
+                         f"({_yaml_problem(exc, text)[0]})") from None
+    except RecursionError:
+        raise InputError(f"--set {path}: value is not valid YAML (nested too deeply)") from None
     keys = path.strip().split(".")
     node: Any = raw
     for i, key in enumerate(keys):
@@ -276,38 +579,114 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
             raise InputError(f"--set {path}: '{'.'.join(keys[:i])}' is not a mapping or list")
 
 
-def load_spec(path: str | Path, overrides: typing.Sequence[str] = ()) -> ExperimentSpec:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("experiment file not found", file=str(path))
-    text = path.read_text()
+# ---------------------------------------------------------------- loading
+
+
+_LINE_BREAKS = re.compile(r"\s*[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]+\s*")
+
+
+def _one_line(exc: InputError) -> InputError:
+    """The error with line breaks folded and other unprintable characters escaped.
+
+    The CLI prints an InputError as one line; a YAML problem, a path or a key from the file
+    can carry line breaks, terminal escapes or lone surrogates.
+    """
+    text = str(exc)
+    folded = "".join(c if c.isprintable() else ascii(c)[1:-1]
+                     for c in _LINE_BREAKS.sub(" ", text))
+    if folded == text:
+        return exc
+    new = InputError(folded)
+    new.file, new.line, new.field = exc.file, exc.line, exc.field
+    return new
+
+
+def _read_spec(path: Path) -> str:
+    """The text of the spec file, or one InputError saying why it cannot be one."""
+    name = str(path)
     try:
-        raw = yaml.load(text, Loader=_Loader)
+        st = path.stat()
+        if stat.S_ISDIR(st.st_mode):
+            raise InputError("is a directory, not an experiment file", file=name)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError("is not a regular file", file=name)
+        if st.st_size > MAX_SPEC_BYTES:
+            raise InputError(f"is {st.st_size} bytes; an experiment file is at most "
+                             f"{MAX_SPEC_BYTES}", file=name)
+        with path.open("rb") as fh:
+            data = fh.read(MAX_SPEC_BYTES + 1)
+    except FileNotFoundError:
+        raise InputError("experiment file not found", file=name) from None
+    except PermissionError:
+        raise InputError("cannot read the experiment file: permission denied", file=name) from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise InputError(f"cannot read the experiment file: {reason}", file=name) from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise InputError(f"an experiment file is at most {MAX_SPEC_BYTES} bytes", file=name)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start}",
+                         file=name, line=data.count(b"\n", 0, exc.start) + 1) from None
+    if not text.strip():
+        raise InputError("the experiment file is empty", file=name)
+    return text
+
+
+def load_spec(path: str | Path, overrides: typing.Sequence[str] = ()) -> ExperimentSpec:
+    """Read, validate and return the experiment; any problem is one located InputError."""
+    try:
+        return _load_spec(Path(path), overrides)
+    except InputError as exc:
+        raise _one_line(exc) from None
+
+
+def _load_spec(path: Path, overrides: typing.Sequence[str]) -> ExperimentSpec:
+    file = str(path)
+    text = _read_spec(path)
+    try:
+        raw, node = _parse_yaml(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InputError(f"invalid YAML: {problem}", file=str(path),
-                         line=mark.line + 1 if mark else None) from None
+        problem, line = _yaml_problem(exc, text)
+        raise InputError(f"invalid YAML: {problem}", file=file, line=line) from None
+    except RecursionError:
+        raise InputError("invalid YAML: nested too deeply", file=file) from None
+    if raw is None:
+        raise InputError("the experiment file has no content (only comments?)", file=file)
     if not isinstance(raw, dict):
-        raise InputError("the experiment must be a YAML mapping", file=str(path))
+        raise InputError("the experiment must be a YAML mapping", file=file)
     for assignment in overrides:
         apply_override(raw, assignment)
-    spec = build_dataclass(ExperimentSpec, raw, file=str(path), locator=_Locator(text))
-    _check_rules(spec, str(path), _Locator(text))
+    locator = _Locator(node)
+    spec = build_dataclass(ExperimentSpec, raw, file=file, locator=locator)
+    _check_rules(spec, file, locator)
     return spec
 
 
+def _count_runs(spec: ExperimentSpec) -> int:
+    grids = (math.prod(len(v) if isinstance(v, list) else 1 for v in m.params.values())
+             for m in spec.methods)
+    return sum(grids) * len(spec.seeds)
+
+
 def _check_rules(spec: ExperimentSpec, file: str, locator: _Locator) -> None:
-    """Cross-field rules and registry names, checked before any stage runs."""
+    """Cross-field rules and registry names, checked before any stage runs.
+
+    Ranges of single fields are declared on the dataclasses and checked while building.
+    """
     from evaluators.generation import BACKENDS
     from evaluators.judges import JUDGES
     from evaluators.scorers import SCORERS
     from harness.tasks import TASKS
     from trainers.losses import LOSSES
 
+    def err(path: str, message: str) -> InputError:
+        return InputError(message, file=file, line=locator.line(path), field=path)
+
     def check(ok: bool, path: str, message: str) -> None:
         if not ok:
-            raise InputError(message, file=file, line=locator.line(path), field=path)
+            raise err(path, message)
 
     def check_name(registry: Any, name: str, path: str) -> None:
         try:
@@ -322,13 +701,18 @@ def _check_rules(spec: ExperimentSpec, file: str, locator: _Locator) -> None:
     check(bool(spec.methods), "methods", "at least one method is required")
     for i, m in enumerate(spec.methods):
         check_name(LOSSES, m.name, f"methods.{i}.name")
+        for key, value in m.params.items():
+            check(value != [], f"methods.{i}.params.{key}",
+                  "an empty sweep trains nothing; give at least one value")
+    check(bool(spec.seeds), "seeds", "at least one seed is required")
+    n_runs = _count_runs(spec)  # before expanding: a 1 KB grid of sweeps can be 10^10 runs
+    check(n_runs <= MAX_RUNS, "methods",
+          f"the sweeps and seeds expand to {n_runs} training runs; at most {MAX_RUNS}")
     if spec.generation.backend != "auto":
         check_name(BACKENDS, spec.generation.backend, "generation.backend")
-        try:  # backend options bind now, as judge and scorer params do
-            inspect.signature(BACKENDS.get(spec.generation.backend)).bind(
-                None, **spec.generation.options)
-        except TypeError as exc:
-            check(False, "generation.options", f"{spec.generation.backend}: {exc}")
+        # backend options bind now, as judge and scorer params do
+        check_params(BACKENDS.get(spec.generation.backend), spec.generation.options,
+                     "generation.options", err, spec.generation.backend)
     if spec.base_model != "tiny":
         from harness.base_models import BASE_MODELS
 
@@ -343,10 +727,8 @@ def _check_rules(spec: ExperimentSpec, file: str, locator: _Locator) -> None:
                                        ("scorers", SCORERS, spec.scorers)):
         for i, c in enumerate(components):
             check_name(registry, c.name, f"{kind}.{i}.name")
-            try:  # bind the params now so a typo fails here, not in the judge stage
-                inspect.signature(registry.get(c.name)).bind(None, **c.params)
-            except TypeError as exc:
-                check(False, f"{kind}.{i}.params", f"{c.name}: {exc}")
+            # bind and type the params now so a typo fails here, not in the judge stage
+            check_params(registry.get(c.name), c.params, f"{kind}.{i}.params", err, c.name)
             if kind == "judges" and c.name == "llm":  # a broken template fails here too
                 from evaluators.llm_judge import load_template
 
@@ -354,14 +736,6 @@ def _check_rules(spec: ExperimentSpec, file: str, locator: _Locator) -> None:
                     load_template(str(c.params.get("template", "alpaca_eval")))
                 except InputError as exc:
                     check(False, f"judges.{i}.params.template", str(exc))
-    check(bool(spec.seeds), "seeds", "at least one seed is required")
-    for name in ("epochs", "batch_size", "max_length", "save_every", "log_every"):
-        check(getattr(spec.training, name) > 0, f"training.{name}", "must be positive")
-    check(spec.training.learning_rate > 0, "training.learning_rate", "must be positive")
-    for name in ("n_samples", "max_new_tokens", "batch_size"):
-        check(getattr(spec.generation, name) > 0, f"generation.{name}", "must be positive")
-    check(spec.generation.temperature >= 0, "generation.temperature", "must be >= 0 (0 = greedy)")
-    check(0 < spec.generation.top_p <= 1, "generation.top_p", "must be in (0, 1]")
     for i, m in enumerate(spec.methods):
         path = f"methods.{i}.params"
         one = dataclasses.replace(spec, methods=[m], seeds=spec.seeds[:1])

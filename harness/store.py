@@ -10,15 +10,23 @@ written under a temporary name and renamed into place before their row is insert
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 import sqlite3
+import struct
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from harness import jsonio
+from harness.errors import InputError
+from harness.secrets import redact
+
 SCHEMA_VERSION = 1
+log = logging.getLogger("spo_harness")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -45,18 +53,47 @@ CREATE TABLE IF NOT EXISTS judgments (
 """
 
 
+def usable_results_dir(root: Path) -> Path:
+    """`root`, created if need be; an InputError if it is a file, under a file or read-only."""
+    root = Path(root)
+    for parent in [root, *root.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise InputError(f"'{parent}' is a file, not a folder", file=str(root),
+                             field="results_dir")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the results folder ({exc.strerror})", file=str(root),
+                         field="results_dir") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise InputError("the results folder is not writable", file=str(root),
+                         field="results_dir")
+    return root
+
+
 class Store:
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = usable_results_dir(Path(root))
         self.path = self.root / "store.sqlite"
-        self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.executescript(_SCHEMA)
-        with self.transaction():
-            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                              (str(SCHEMA_VERSION),))
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            # quick_check reads every page: a truncated or overwritten file is caught here,
+            # before any stage trusts it, not halfway through a report.
+            check = self.conn.execute("PRAGMA quick_check").fetchone()
+            if check is None or check[0] != "ok":
+                raise sqlite3.DatabaseError(check[0] if check else "no answer")
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.executescript(_SCHEMA)
+            with self.transaction():
+                self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                                  (str(SCHEMA_VERSION),))
+        except sqlite3.DatabaseError as exc:
+            if "disk is full" in str(exc) or "readonly" in str(exc):
+                raise
+            raise InputError(f"not a readable results store ({exc}); move it (and any "
+                             "store.sqlite-wal next to it) away to start afresh, or restore it "
+                             "from a backup", file=str(self.path)) from None
         self._clean_partial_artifacts()
 
     def close(self) -> None:
@@ -83,10 +120,23 @@ class Store:
         return self.root / "artifacts" / Path(stored).name
 
     def get_artifact(self, key: str) -> dict[str, Any] | None:
-        row = self.conn.execute("SELECT path, info FROM artifacts WHERE key=?", (key,)).fetchone()
-        if row is None or not self._resolve(row[0]).exists():
+        """The artifact under `key`, verified against its manifest; None if absent or broken.
+
+        A folder deleted or a file truncated behind the store's back is reported once and
+        treated as missing, so the stage that made it makes it again.
+        """
+        row = self.conn.execute("SELECT path, kind, info FROM artifacts WHERE key=?",
+                                (key,)).fetchone()
+        if row is None:
             return None
-        return {"path": self._resolve(row[0]), **json.loads(row[1])}
+        path, info = self._resolve(row[0]), json.loads(row[2])
+        problem = verify_artifact(path, info.get("files"))
+        if problem is not None:
+            log.warning("%s %s is %s; recomputing it", row[1], path, problem)
+            with self.transaction() as c:
+                c.execute("DELETE FROM artifacts WHERE key=?", (key,))
+            return None
+        return {"path": path, **info}
 
     def staging_dir(self, kind: str, key: str) -> Path:
         """A fresh folder to write an artifact into before `commit_artifact` renames it."""
@@ -97,11 +147,12 @@ class Store:
 
     def commit_artifact(self, kind: str, key: str, staging: Path, info: dict[str, Any]) -> Path:
         final = self.artifact_dir(kind, key)
+        info = {**info, "files": manifest(staging)}  # what `get_artifact` verifies on use
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)
         with self.transaction() as c:
             c.execute("INSERT OR REPLACE INTO artifacts VALUES (?,?,?,?,?)",
-                      (key, kind, str(final.relative_to(self.root)), json.dumps(info),
+                      (key, kind, str(final.relative_to(self.root)), self._json(info),
                        time.time()))
         return final
 
@@ -114,10 +165,15 @@ class Store:
     # ------------------------------------------------------------------ runs
 
     def get_run(self, key: str) -> dict[str, Any] | None:
+        """The trained run under `key`, if its checkpoint is still whole (else None: retrain)."""
         row = self.conn.execute(
             "SELECT key,label,method,params,seed,checkpoint,metadata FROM runs WHERE key=?",
             (key,)).fetchone()
         if row is None:
+            return None
+        if self.get_artifact(key) is None:  # the checkpoint (same key) is gone or damaged
+            with self.transaction() as c:
+                c.execute("DELETE FROM runs WHERE key=?", (key,))
             return None
         return {"key": row[0], "label": row[1], "method": row[2], "params": json.loads(row[3]),
                 "seed": row[4], "checkpoint": str(self._resolve(row[5])),
@@ -127,9 +183,12 @@ class Store:
                 checkpoint: str, metadata: dict[str, Any]) -> None:
         with self.transaction() as c:
             c.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?)",
-                      (key, label, method, json.dumps(params), seed,
+                      (key, label, method, self._json(params), seed,
                        str(Path("artifacts") / Path(checkpoint).name),
-                       json.dumps(metadata), time.time()))
+                       self._json(metadata), time.time()))
+
+    def has_runs(self) -> bool:
+        return self.conn.execute("SELECT 1 FROM runs LIMIT 1").fetchone() is not None
 
     # ------------------------------------------------------------------ generations
 
@@ -149,16 +208,22 @@ class Store:
             c.executemany(
                 "INSERT OR REPLACE INTO generations VALUES (?,?,?,?,?,?,?,?,?)",
                 [(r["key"], r["model_key"], r["prompt_id"], r["sample_index"], r["prompt"],
-                  r["text"], json.dumps(r["token_ids"]), json.dumps(r.get("info", {})), now)
-                 for r in rows])
+                  redact(r["text"]), self._json(r["token_ids"]), self._json(r.get("info", {})),
+                  now) for r in rows])
 
-    def generations(self, model_key: str) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            "SELECT key,prompt_id,sample_index,prompt,text,token_ids,info FROM generations "
-            "WHERE model_key=? ORDER BY prompt_id, sample_index", (model_key,)).fetchall()
-        return [{"key": r[0], "prompt_id": r[1], "sample_index": r[2], "prompt": r[3],
-                 "text": r[4], "token_ids": json.loads(r[5]), "info": json.loads(r[6])}
-                for r in rows]
+    def generations_by_key(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """Stored generations under exactly these keys (read them through `harness.units`)."""
+        out: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.conn.execute(
+                    "SELECT key,model_key,prompt_id,sample_index,prompt,text,token_ids,info "
+                    f"FROM generations WHERE key IN ({marks})", chunk):
+                out[r[0]] = {"key": r[0], "model_key": r[1], "prompt_id": r[2],
+                             "sample_index": r[3], "prompt": r[4], "text": r[5],
+                             "token_ids": json.loads(r[6]), "info": json.loads(r[7])}
+        return out
 
     # ------------------------------------------------------------------ scores and judgments
 
@@ -166,8 +231,9 @@ class Store:
         now = time.time()
         with self.transaction() as c:
             c.executemany("INSERT OR REPLACE INTO scores VALUES (?,?,?,?,?,?,?)",
-                          [(r["key"], r["scorer"], r["generation_key"], r["value"], r["status"],
-                            json.dumps(r.get("info", {})), now) for r in rows])
+                          [(r["key"], r["scorer"], r["generation_key"], r["value"],
+                            redact(r["status"]), self._json(r.get("info", {})), now)
+                           for r in rows])
 
     def scores(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -184,8 +250,8 @@ class Store:
         with self.transaction() as c:
             c.executemany("INSERT OR REPLACE INTO judgments VALUES (?,?,?,?,?,?,?,?,?)",
                           [(r["key"], r["judge"], r["prompt_id"], r["baseline_key"],
-                            r["candidate_key"], r["preference"], r["status"],
-                            json.dumps(r.get("info", {})), now) for r in rows])
+                            r["candidate_key"], r["preference"], redact(r["status"]),
+                            self._json(r.get("info", {})), now) for r in rows])
 
     def judgments(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -197,3 +263,54 @@ class Store:
                     chunk):
                 out[r[0]] = {"preference": r[1], "status": r[2], "info": json.loads(r[3])}
         return out
+
+    @staticmethod
+    def _json(obj: Any) -> str:
+        """Strict JSON, with every registered secret and URL credential redacted."""
+        return jsonio.dumps(redact(obj))
+
+
+# ------------------------------------------------------------------ artifact integrity
+
+
+def manifest(folder: Path) -> dict[str, int]:
+    """Relative path -> size in bytes of every file in an artifact folder."""
+    return {str(p.relative_to(folder)): p.stat().st_size
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def verify_artifact(path: Path, files: dict[str, int] | None) -> str | None:
+    """None if the artifact folder is whole, else what is wrong with it (for the notice).
+
+    Sizes are checked against the manifest written at commit, and every safetensors file's
+    header against its length (a truncated checkpoint fails here, cheaply: no hashing of
+    gigabytes on every use).
+    """
+    if not path.is_dir():
+        return "missing"
+    for rel, size in (files or {}).items():
+        f = path / rel
+        if not f.is_file():
+            return f"missing {rel}"
+        if f.stat().st_size != size:
+            return f"damaged ({rel} has {f.stat().st_size} bytes, expected {size})"
+    for f in path.rglob("*.safetensors"):
+        problem = _safetensors_problem(f)
+        if problem:
+            return f"damaged ({f.name}: {problem})"
+    return None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            if n > size - 8:
+                return "header longer than the file"
+            header = json.loads(fh.read(n))
+    except (OSError, struct.error, ValueError) as exc:
+        return f"unreadable header ({type(exc).__name__})"
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"),
+              default=0)
+    return None if 8 + n + end == size else f"{size} bytes, header says {8 + n + end}"

@@ -10,10 +10,13 @@ from types import SimpleNamespace
 
 import pytest
 
+from evaluators.collect import ModelResults
 from evaluators.judge_quality import judge_quality_stats, write_judge_quality
 from evaluators.judges import OracleBTJudge
 from evaluators.scoring import pairwise_judgments
 from harness.store import Store
+from harness.tasks.base import Prompt
+from harness.units import Units
 
 
 def sig(x: float) -> float:
@@ -54,35 +57,45 @@ class TableJudge:
         return [by_texts[(b, c)] for _, b, c in pairs]
 
 
-def _gen(model: str, i: int, text: str) -> dict:
-    return {"key": f"{model}-{i}", "prompt_id": f"p{i}", "sample_index": 0,
-            "prompt": f"prompt {i}", "text": text, "token_ids": [], "info": {}}
+PROMPTS = [Prompt(f"p{i}", f"prompt {i}") for i in sorted({**TABLE, **LATE})]
 
 
-def _experiment(tmp_path: Path):
+def _put(store: Store, units: Units, model: str, texts: dict[int, str]) -> None:
+    """Store `model`'s sample 0 of prompt i as texts[i], under the key the spec implies."""
+    slots = {int(s.prompt.id[1:]): s for s in units.slots(model)}
+    store.put_generations([{"key": slots[i].key, "model_key": model,
+                            "prompt_id": slots[i].prompt.id, "sample_index": 0,
+                            "prompt": slots[i].prompt.text, "text": t, "token_ids": []}
+                           for i, t in texts.items()])
+
+
+def _results(tmp_path: Path):
     store = Store(tmp_path)
+    units = Units(store, PROMPTS, n_samples=1, sampling={"temperature": 1.0}, seed=0)
     task = WordsTask()
     rows = {**{i: r[:3] for i, r in TABLE.items()}, **LATE}
-    base_gens = [_gen("sft", i, b) for i, (_, b, _) in rows.items()]
-    cand = {m: [_gen(m, i, c) for i, (mm, _, c) in rows.items() if mm == m and i in TABLE]
-            for m in ("m1", "m2")}
-    store.put_generations([{**g, "model_key": "sft"} for g in base_gens])
-    judges = [TableJudge(), OracleBTJudge(task)]
-    for judge in judges:
-        for m, gens in cand.items():
-            store.put_generations([{**g, "model_key": m} for g in gens])
-            pairwise_judgments(store, judge, base_gens, gens)
-    late = [{**_gen("m2", i, c), "model_key": "m2"} for i, (_, _, c) in LATE.items()]
-    store.put_generations(late)
-    models = [SimpleNamespace(label=k, key=k) for k in ("sft", "m1", "m2")]
-    spec = SimpleNamespace(name="hand", judges=[SimpleNamespace(name="table", params={"v": 1}),
-                                                SimpleNamespace(name="oracle", params={})])
-    return SimpleNamespace(spec=spec, store=store, task=task, baseline=lambda: models[0],
-                           models=lambda: models, judges=lambda: judges)
+    _put(store, units, "sft", {i: b for i, (_, b, _) in rows.items()})
+    judges = {"table": TableJudge(), "oracle": OracleBTJudge(task)}
+    for m in ("m1", "m2"):
+        _put(store, units, m, {i: c for i, (mm, _, c, *_) in TABLE.items() if mm == m})
+        for judge in judges.values():
+            pairwise_judgments(units, judge, units.generations("sft"), units.generations(m))
+    _put(store, units, "m2", {i: c for i, (_, _, c) in LATE.items()})  # never judged
+    base = units.generations("sft")
+    results = [ModelResults("sft", "sft", {}, None, True, samples=[])]
+    results += [ModelResults(m, "dpo", {}, 0, False, samples=[], judged={
+        name: units.judgments(j.fingerprint, base, units.generations(m))
+        for name, j in judges.items()}) for m in ("m1", "m2")]
+    meta = [{"name": "table", "display": "table", "params": {"v": 1},
+             "fingerprint": judges["table"].fingerprint},
+            {"name": "oracle", "display": "oracle", "params": {},
+             "fingerprint": judges["oracle"].fingerprint}]
+    return results, meta, OracleBTJudge(task)
 
 
 def test_report_matches_hand_computed_values(tmp_path: Path):
-    report = write_judge_quality(_experiment(tmp_path), tmp_path)
+    results, meta, oracle_judge = _results(tmp_path)
+    report = write_judge_quality(results, meta, oracle_judge, "hand", tmp_path)
     table, oracle = report["judges"]
     o = table["overall"]
     assert (o["n_pairs"], o["n_judged"], o["n_failed"], o["n_missing"]) == (7, 5, 1, 1)

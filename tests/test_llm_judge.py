@@ -25,6 +25,7 @@ from evaluators.scoring import judgment_key, pairwise_judgments
 from harness.errors import InputError
 from harness.hashing import canonical_json
 from harness.store import Store
+from harness.units import Units
 
 WORDS = ("system user assistant m M A B C [[ ]] good bad fine answer question the a is "
          "paris france capital of what bananas").split()
@@ -273,7 +274,7 @@ def test_failed_judgments_are_recorded_counted_and_retried(tiny_chat: Path, tmp_
             return "I like both"           # unparseable verdict
         return "M" if user.index("SECOND:") < user.index("good") else "m"  # "good" wins
     judge._backend = _FakeBackend(first_run)
-    assert pairwise_judgments(store, judge, base, cand) == (4, 0)
+    assert pairwise_judgments(Units(store, [], 1, {}, 0), judge, base, cand) == (4, 0)
     keys = [judgment_key(judge.fingerprint, c["prompt"], b["text"], c["text"])
             for b, c in zip(base, cand)]
     rows = store.judgments(keys)
@@ -287,12 +288,12 @@ def test_failed_judgments_are_recorded_counted_and_retried(tiny_chat: Path, tmp_
     assert rows[keys[2]]["info"]["raw"] == ["I like both"] * 2
 
     judge._backend = _FakeBackend(lambda user: "m")  # the outage is over
-    assert pairwise_judgments(store, judge, base, cand) == (2, 2)  # only the failed ones
+    assert pairwise_judgments(Units(store, [], 1, {}, 0), judge, base, cand) == (2, 2)  # only the failed ones
     assert len(judge._backend.requests) == 4
     rows = store.judgments(keys)
     assert all(rows[k]["status"] == "ok" for k in keys)
     assert rows[keys[1]]["preference"] == 0.5 and rows[keys[1]]["info"]["flipped"] is True
-    assert pairwise_judgments(store, judge, base, cand) == (0, 4)  # a rerun makes no calls
+    assert pairwise_judgments(Units(store, [], 1, {}, 0), judge, base, cand) == (0, 4)  # a rerun makes no calls
 
 
 # ---------------------------------------------------------------------------- openai backend

@@ -15,26 +15,39 @@ from typing import Any
 import numpy as np
 
 from harness.hashing import content_hash
+from harness.spec import SEED_LIMITS
 from harness.tasks.base import Progress, Prompt, Task, TaskAssets
 
 
 @dataclass
 class BanditOptions:
-    n_prompts: int = field(default=8, metadata={"help": "number of prompts (contexts)"})
-    n_arms: int = field(default=8, metadata={"help": "answers per prompt"})
-    reward_std: float = field(default=1.0, metadata={"help": "std of the true rewards"})
-    reference_temperature: float = field(
-        default=1.0, metadata={"help": "the SFT data policy is softmax(N(0,1)/temperature)"})
+    """Options of the bandit task; each field's metadata declares its valid range, checked
+    when the spec loads (harness.spec)."""
+
+    n_prompts: int = field(default=8, metadata={"help": "number of prompts (contexts)", "ge": 1})
+    n_arms: int = field(default=8, metadata={"help": "answers per prompt (at least 2)", "ge": 2})
+    # <= 50: true-reward gaps stay far below the 709 where exp() overflows in the BT labels
+    reward_std: float = field(default=1.0, metadata={
+        "help": "std of the true rewards, in (0, 50]", "gt": 0, "le": 50})
+    # >= 0.01: the reference logits N(0,1)/temperature stay far below exp()'s overflow
+    reference_temperature: float = field(default=1.0, metadata={
+        "help": "the SFT data policy is softmax(N(0,1)/temperature); at least 0.01",
+        "ge": 0.01})
     labels: str = field(default="soft", metadata={
         "help": "'soft': every pair once with P(chosen > rejected); 'sampled': Bradley-Terry "
-                "draws; 'ranked': full rankings of the answers drawn from Plackett-Luce"})
+                "draws; 'ranked': full rankings of the answers drawn from Plackett-Luce",
+        "choices": ("soft", "sampled", "ranked")})
     pairs_per_prompt: int = field(default=64, metadata={
-        "help": "pairs (or rankings) per prompt when sampled or ranked"})
-    sft_samples_per_prompt: int = field(default=512, metadata={"help": "SFT examples per prompt"})
-    sft_epochs: int = field(default=4, metadata={"help": "SFT epochs"})
-    hidden_size: int = field(default=64, metadata={"help": "tiny model width"})
-    num_layers: int = field(default=2, metadata={"help": "tiny model depth"})
-    seed: int = field(default=0, metadata={"help": "seed of rewards, reference and pairs"})
+        "help": "pairs (or rankings) per prompt when sampled or ranked", "ge": 1})
+    sft_samples_per_prompt: int = field(default=512, metadata={
+        "help": "SFT examples per prompt", "ge": 1})
+    sft_epochs: int = field(default=4, metadata={"help": "SFT epochs", "ge": 1})
+    hidden_size: int = field(default=64, metadata={
+        "help": "tiny model width; a multiple of 4, its number of attention heads",
+        "ge": 4, "multiple_of": 4})
+    num_layers: int = field(default=2, metadata={"help": "tiny model depth", "ge": 1})
+    seed: int = field(default=0, metadata={"help": "seed of rewards, reference and pairs",
+                                           **SEED_LIMITS})
 
 
 def _sigmoid(x: float) -> float:

@@ -16,28 +16,43 @@ import numpy as np
 
 from harness.errors import InputError
 from harness.hashing import content_hash
+from harness.spec import SEED_LIMITS
 from harness.tasks.base import Progress, Prompt, Task, TaskAssets
 
 
 @dataclass
 class SentimentOptions:
-    prompt_words: int = field(default=3, metadata={"help": "words of a line given as the prompt"})
-    n_train_prompts: int = field(default=256, metadata={"help": "prompts to build pairs on"})
-    n_eval_prompts: int = field(default=64, metadata={"help": "held-out prompts"})
-    n_reg_prompts: int = field(default=256, metadata={"help": "prompts for SPO's KL regularizer"})
-    candidates_per_prompt: int = field(
-        default=4, metadata={"help": "SFT samples per prompt; the best and worst form the pair"})
-    completion_tokens: int = field(default=20, metadata={"help": "tokens per sampled continuation"})
+    """Options of the sentiment task; each field's metadata declares its valid range, checked
+    when the spec loads (harness.spec)."""
+
+    prompt_words: int = field(default=3, metadata={
+        "help": "words of a line given as the prompt", "ge": 1})
+    n_train_prompts: int = field(default=256, metadata={
+        "help": "prompts to build pairs on", "ge": 1})
+    n_eval_prompts: int = field(default=64, metadata={"help": "held-out prompts", "ge": 1})
+    n_reg_prompts: int = field(default=256, metadata={
+        "help": "prompts for SPO's KL regularizer", "ge": 1})
+    candidates_per_prompt: int = field(default=4, metadata={
+        "help": "SFT samples per prompt; the best and worst form the pair (at least 2)",
+        "ge": 2})
+    completion_tokens: int = field(default=20, metadata={
+        "help": "tokens per sampled continuation", "ge": 1})
     labels: str = field(default="sampled", metadata={
-        "help": "'sampled': Bradley-Terry draw decides chosen; 'soft': best is chosen, with P as soft_label"})
+        "help": "'sampled': Bradley-Terry draw decides chosen; 'soft': best is chosen, with P as soft_label",
+        "choices": ("soft", "sampled")})
+    # <= 100: with VADER scores in [-1, 1], bt_scale * gap stays below exp()'s overflow
     bt_scale: float = field(default=5.0, metadata={
-        "help": "P(a beats b) = sigmoid(bt_scale * (vader(a) - vader(b)))"})
-    sft_lines: int = field(default=12000, metadata={"help": "corpus lines used for SFT"})
-    sft_epochs: int = field(default=2, metadata={"help": "SFT epochs"})
-    vocab_size: int = field(default=2048, metadata={"help": "BPE vocabulary size"})
-    hidden_size: int = field(default=128, metadata={"help": "tiny model width"})
-    num_layers: int = field(default=4, metadata={"help": "tiny model depth"})
-    seed: int = field(default=0, metadata={"help": "seed of splits, model, SFT and pairs"})
+        "help": "P(a beats b) = sigmoid(bt_scale * (vader(a) - vader(b))); in (0, 100]",
+        "gt": 0, "le": 100})
+    sft_lines: int = field(default=12000, metadata={"help": "corpus lines used for SFT", "ge": 1})
+    sft_epochs: int = field(default=2, metadata={"help": "SFT epochs", "ge": 1})
+    vocab_size: int = field(default=2048, metadata={"help": "BPE vocabulary size", "ge": 1})
+    hidden_size: int = field(default=128, metadata={
+        "help": "tiny model width; a multiple of 4, its number of attention heads",
+        "ge": 4, "multiple_of": 4})
+    num_layers: int = field(default=4, metadata={"help": "tiny model depth", "ge": 1})
+    seed: int = field(default=0, metadata={"help": "seed of splits, model, SFT and pairs",
+                                           **SEED_LIMITS})
 
 
 def _sigmoid(x: float) -> float:

@@ -1,0 +1,97 @@
+"""Read the units the current spec names into plain per-model results.
+
+The report stages (leaderboard, softness, judge quality) take these plain records, not the
+experiment: they never see the store, so they cannot read a stale unit, and they can be
+tested on hand-built data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from harness.units import Judged, Units
+
+
+@dataclass
+class ExactPrompt:
+    """Bandit only: a model's exact log-probs over every answer of one prompt."""
+
+    logprobs: np.ndarray        # log pi(y|x) of each enumerable answer
+    rewards: np.ndarray         # the task's true reward of each answer
+    target: np.ndarray | None   # the method's optimal log-probs (None: no closed form)
+
+
+@dataclass
+class ModelResults:
+    label: str
+    method: str
+    params: dict[str, Any]
+    seed: int | None
+    is_baseline: bool
+    # one row per stored generation of the spec's slots:
+    # prompt_id, sample_index, text, reward (None: not scored / failed), logp, ref_logp
+    samples: list[dict[str, Any]]
+    # judge name -> one Judged per (baseline sample i, candidate sample i); empty for the baseline
+    judged: dict[str, list[Judged]] = field(default_factory=dict)
+    exact: list[ExactPrompt] | None = None
+
+
+def judge_names(names: list[str]) -> list[str]:
+    """Display names of the spec's judges, unique ('llm', 'llm#2', ...)."""
+    out, seen = [], {}
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
+    return out
+
+
+def collect(units: Units, models: list[Any], baseline_key: str, reference_key: str,
+            scorer: Any, judges: dict[str, Any], task: Any, eos: bool) -> list[ModelResults]:
+    """Plain results of every model (the pipeline's `Model`s), read through `units` only."""
+    from trainers.losses import get_loss
+
+    base_gens = units.generations(baseline_key)
+    enumerable = task.enumerable_responses(units.prompts[0].text) is not None
+    ref_exact = units.exact(reference_key, task, eos) if enumerable else {}
+    out = []
+    for model in models:
+        gens = units.generations(model.key)
+        rewards = units.scores(scorer.fingerprint, gens)
+        own, ref = units.logps(model.key, gens), units.logps(reference_key, gens)
+        samples = [{"prompt_id": g["prompt_id"], "sample_index": g["sample_index"],
+                    "text": g["text"],
+                    "reward": rewards[g["key"]]["value"]
+                    if g["key"] in rewards and rewards[g["key"]]["status"] == "ok" else None,
+                    "logp": own.get(g["key"]), "ref_logp": ref.get(g["key"])} for g in gens]
+        is_base = model.key == baseline_key
+        judged = {} if is_base else {name: units.judgments(j.fingerprint, base_gens, gens)
+                                     for name, j in judges.items()}
+        exact = None
+        if enumerable:
+            loss = get_loss(model.run.method, **model.run.params) if model.run else None
+            exact = _exact(units.exact(model.key, task, eos), ref_exact, task, loss)
+        run = model.run
+        out.append(ModelResults(label=model.label, method=run.method if run else "sft",
+                                params=run.params if run else {},
+                                seed=run.seed if run else None, is_baseline=is_base,
+                                samples=samples, judged=judged, exact=exact))
+    return out
+
+
+def _exact(own: dict[str, list[float]], ref: dict[str, list[float]], task: Any,
+           loss: Any) -> list[ExactPrompt]:
+    import torch
+
+    rows = []
+    for prompt, logp in own.items():
+        r = np.asarray(task.true_rewards(prompt), dtype=float)
+        target = None
+        if loss is not None and prompt in ref:
+            ref_lp = np.asarray(ref[prompt]) - np.logaddexp.reduce(ref[prompt])
+            t = loss.optimal_logprobs(torch.tensor(r), torch.tensor(ref_lp))
+            target = None if t is None else t.numpy()
+        rows.append(ExactPrompt(np.asarray(logp), r, target))
+    return rows

@@ -1,9 +1,13 @@
 """Generation backends behind one small interface.
 
 A backend maps a batch of (prompt, sample_index) requests to completions, in order
-(like lm-eval's `LM.generate_until`). Sampling is seeded per batch from the batch's own
-content, so a batch gives the same completions whenever and wherever it is run; the
-pipeline forms the batches and stores each one in a single transaction.
+(like lm-eval's `LM.generate_until`). Every request samples with its own seed,
+`request_seed(seed, request)`, so a completion depends only on the model, the prompt, the
+sample index, the sampling settings and the seed: never on which other requests share its
+batch. That is what lets a results folder reuse sample 0 and 1 of a prompt when a spec
+goes from 4 samples to 2, and still equal a fresh run. The pipeline passes a seed derived
+from the model's key, so two models never share random numbers (coupled samples would bias
+the paired win rate).
 """
 
 from __future__ import annotations
@@ -33,6 +37,11 @@ class Completion:
 
 
 Request = tuple[str, int]  # (prompt text, sample index)
+
+
+def request_seed(seed: int, request: Request) -> int:
+    """The sampling seed of one request: a function of its own content only."""
+    return seed_from(seed, request[0], request[1])
 
 
 class GenerationBackend(Protocol):
@@ -74,19 +83,23 @@ class HFBackend:
     def generate_batch(self, requests: list[Request], params: SamplingParams,
                        seed: int) -> list[Completion]:
         import torch
+        from transformers import LogitsProcessorList
 
         from trainers.tokenize import encode_prompt, left_pad
 
         tok = self.tokenizer
         batch = left_pad([encode_prompt(tok, p) for p, _ in requests], tok.pad_token_id)
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        torch.manual_seed(seed)
-        sampling = ({"do_sample": False} if params.temperature == 0 else
-                    {"do_sample": True, "temperature": params.temperature,
-                     "top_p": params.top_p, "top_k": 0})
+        # Greedy decoding over Gumbel-perturbed log-probs: argmax(log p + G) is an exact draw
+        # from p, and each row's noise comes from its own generator (HF's sampler draws from
+        # one global RNG, so a row's sample would depend on its neighbours).
+        processors = LogitsProcessorList() if params.temperature == 0 else LogitsProcessorList(
+            [PerRowSampler([request_seed(seed, r) for r in requests], params.temperature,
+                           params.top_p)])
         with torch.no_grad():
             out = self.model.generate(
-                **batch, **sampling, max_new_tokens=params.max_new_tokens,
+                **batch, do_sample=False, temperature=None, top_p=None, top_k=None,
+                logits_processor=processors, max_new_tokens=params.max_new_tokens,
                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         new = out[:, batch["input_ids"].shape[1]:].tolist()
         completions = []
@@ -100,12 +113,41 @@ class HFBackend:
 
     def generate(self, requests: list[Request], params: SamplingParams, *, batch_size: int,
                  seed: int, desc: str = "generate") -> list[Completion]:
-        """Convenience: all requests in fixed batches, each seeded from its content."""
+        """Convenience: all requests in batches; each request seeded from its own content."""
         from tqdm.auto import tqdm
 
         out: list[Completion] = []
         for i in tqdm(range(0, len(requests), batch_size), desc=desc, leave=False):
-            chunk = requests[i:i + batch_size]
-            out += self.generate_batch(chunk, params, seed_from(seed, chunk, params.as_dict()))
+            out += self.generate_batch(requests[i:i + batch_size], params, seed)
         return out
+
+
+class PerRowSampler:
+    """A logits processor that turns greedy decoding into exact, per-row seeded sampling.
+
+    Scores become log softmax(logits / temperature), restricted to the top-p nucleus (the
+    smallest set of tokens whose mass reaches top_p, as HF's TopPLogitsWarper keeps), plus
+    Gumbel noise drawn from the row's own `torch.Generator`; the argmax is then a sample.
+    """
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float) -> None:
+        import torch
+
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        logp = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            sorted_lp, order = logp.sort(dim=-1, descending=True)
+            before = sorted_lp.exp().cumsum(-1) - sorted_lp.exp()  # mass ahead of each token
+            drop_sorted = before >= self.top_p  # the top token always stays (nothing ahead)
+            drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+            logp = logp.masked_fill(drop, -torch.inf)
+        u = torch.stack([torch.rand(logp.shape[-1], generator=g, dtype=torch.float64)
+                         for g in self.generators]).to(logp.device)
+        gumbel = -torch.log(-torch.log(u.clamp(1e-300, 1.0 - 1e-16)))
+        return (logp.double() + gumbel).to(scores.dtype)
 from evaluators import openai_backend, vllm_backend  # noqa: E402,F401  (register)

@@ -3,8 +3,8 @@
 Same contract as `HFBackend`: prompts are tokenized here with `encode_prompt` and sent as
 token ids, completions are decoded here with the same tokenizer call, so a generation stored
 by this backend is the same kind of object as one stored by `hf`. Each request gets its own
-sampling seed, derived from the batch seed and its position in the batch, so a batch gives the
-same completions on every run whatever else the engine is doing.
+sampling seed, `request_seed(seed, request)`, so a completion depends on its own prompt and
+sample index only, whatever else the batch or the engine holds.
 
 vLLM is imported inside the class, so this module (and the registry) imports without it.
 """
@@ -15,8 +15,14 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
-from evaluators.generation import BACKENDS, Completion, HFBackend, Request, SamplingParams
-from harness.hashing import seed_from
+from evaluators.generation import (
+    BACKENDS,
+    Completion,
+    HFBackend,
+    Request,
+    SamplingParams,
+    request_seed,
+)
 
 # vLLM accepts only these LoRA ranks as `max_lora_rank` (vllm.config.lora.MaxLoRARanks).
 _LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -118,8 +124,8 @@ class VLLMBackend:
         sampling = [VSamplingParams(n=1, temperature=0.0 if greedy else params.temperature,
                                     top_p=1.0 if greedy else params.top_p, top_k=0,
                                     max_tokens=params.max_new_tokens,
-                                    seed=seed_from(seed, i), detokenize=False)
-                    for i in range(len(requests))]
+                                    seed=request_seed(seed, r), detokenize=False)
+                    for r in requests]
         outs = self.llm.generate(prompts, sampling, use_tqdm=False, lora_request=self.lora_request)
         completions = []
         for out in outs:
@@ -131,7 +137,7 @@ class VLLMBackend:
             completions.append(Completion(tok.decode(ids, skip_special_tokens=True), ids, finished))
         return completions
 
-    generate = HFBackend.generate  # the same fixed, content-seeded batches
+    generate = HFBackend.generate  # the same batches, each request seeded by its content
 
 
 def _check_cpu_head_size(model_dir: Path) -> None:

@@ -245,8 +245,8 @@ class Experiment:
             try:
                 for b in self._bar(todo, desc=f"generate {model.label}", leave=False):
                     requests = [(items[j][0].text, items[j][1]) for j in b]
-                    seed = seed_from(g.seed, [keys[j] for j in b])
-                    outs = backend.generate_batch(requests, params, seed)
+                    # per model, so that two models never share random numbers
+                    outs = backend.generate_batch(requests, params, seed_from(g.seed, model.key))
                     new = [(j, o) for j, o in zip(b, outs) if keys[j] not in done]
                     self.store.put_generations([
                         {"key": keys[j], "model_key": model.key, "prompt_id": items[j][0].id,

@@ -52,12 +52,17 @@ MAX_RUNS = 10_000              # training runs a spec may expand to (sweeps x se
 _NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}"
 
 
-def _f(default: Any = dataclasses.MISSING, help: str = "", **limits: Any) -> Any:
-    """A spec field: its default, its help and its valid range (see `LIMIT_KEYS`)."""
+def _f(default: Any = dataclasses.MISSING, help: str = "", *, deferred: bool = False,
+       **limits: Any) -> Any:
+    """A spec field: its default, its help and its valid range (see `LIMIT_KEYS`).
+
+    `deferred`: a mapping whose values are typed later by what they configure (the task's
+    Options, a judge's constructor), which gives more precise errors than a generic check.
+    """
     unknown = set(limits) - LIMIT_KEYS
     if unknown:  # a typo here would silently drop a check
         raise TypeError(f"unknown limit keys {sorted(unknown)}")
-    metadata = {"help": help, **limits}
+    metadata = {"help": help, **({"deferred": True} if deferred else {}), **limits}
     if isinstance(default, (list, dict)):
         value = default
         return field(default_factory=lambda: typing.cast(Any, type(value))(value),
@@ -107,7 +112,8 @@ class GenerationSpec:
 @dataclass
 class ComponentSpec:
     name: str = _f(help="registered judge or scorer name")
-    params: dict[str, Any] = _f({}, help="keyword arguments of the component")
+    params: dict[str, Any] = _f({}, help="keyword arguments of the component "
+                                "(typed by its constructor)", deferred=True)
 
 
 @dataclass
@@ -132,7 +138,8 @@ class ExperimentSpec:
                                 "not starting with . or -, at most 100 characters)")
     task: str = _f(help="built-in task: bandit or sentiment")
     methods: list[MethodSpec] = _f(help="methods to train, each with hyperparameters")
-    task_options: dict[str, Any] = _f({}, help="options of the task (see its Options dataclass)")
+    task_options: dict[str, Any] = _f({}, help="options of the task (see its Options dataclass)",
+                                      deferred=True)
     base_model: str = _f("tiny", help="'tiny' (the task's own model, SFT'd locally), a registered "
                          "model (smollm2-135m-instruct), a local HF folder, or a cached hub id")
     data: DataSpec = _f(None, help="user data replacing the task's pairs or prompts")
@@ -284,8 +291,11 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> tuple[str, int | None]:
                 text.count("\n", 0, exc.position) + 1)
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "malformed"
-        return problem, (mark.line + 1 if mark else None)
+        problem, context = exc.problem or "", exc.context or ""
+        if problem and context:  # "expected a single document ..., but found another document"
+            problem = f"{context}, {problem}" if problem.startswith("but ") \
+                else f"{problem} ({context})"
+        return problem or context or "malformed", (mark.line + 1 if mark else None)
     return (str(exc).splitlines() or ["malformed"])[0], None
 
 
@@ -384,14 +394,29 @@ def _check_plain(value: Any, path: str, err: Err) -> None:
                         f"{type(value).__name__} {value!r}")
 
 
+def _range_text(limits: Mapping[str, Any]) -> str:
+    """'>= 0', '< 1' or, with both sides declared, an interval such as '(0, 1]'."""
+    lower = ("(", limits["gt"]) if "gt" in limits else ("[", limits["ge"]) if "ge" in limits \
+        else None
+    upper = (")", limits["lt"]) if "lt" in limits else ("]", limits["le"]) if "le" in limits \
+        else None
+    if lower and upper:
+        return f"in {lower[0]}{lower[1]}, {upper[1]}{upper[0]}"
+    if lower:
+        return f"{'>' if lower[0] == '(' else '>='} {lower[1]}"
+    assert upper is not None
+    return f"{'<' if upper[0] == ')' else '<='} {upper[1]}"
+
+
 def _check_limits(value: Any, limits: Mapping[str, Any], path: str, err: Err) -> None:
     """Check one converted scalar against the declared limits (see `LIMIT_KEYS`)."""
     if value is None:
         return
-    for key, ok, word in (("gt", lambda v, b: v > b, ">"), ("ge", lambda v, b: v >= b, ">="),
-                          ("lt", lambda v, b: v < b, "<"), ("le", lambda v, b: v <= b, "<=")):
-        if key in limits and not ok(value, limits[key]):
-            raise err(path, f"must be {word} {limits[key]}, got {value!r}")
+    if (("gt" in limits and not value > limits["gt"])
+            or ("ge" in limits and not value >= limits["ge"])
+            or ("lt" in limits and not value < limits["lt"])
+            or ("le" in limits and not value <= limits["le"])):
+        raise err(path, f"must be {_range_text(limits)}, got {value!r}")
     if "multiple_of" in limits and value % limits["multiple_of"]:
         raise err(path, f"must be a multiple of {limits['multiple_of']}, got {value!r}")
     if "choices" in limits and value not in limits["choices"]:
@@ -436,6 +461,8 @@ def _convert(value: Any, tp: Any, path: str, err: Err,
     if tp is Any:
         _check_plain(value, path, err)
         return value
+    if tp is object:  # a deferred value (see `_f`): typed later by what it configures
+        return value
     if origin is typing.Literal:
         choices = typing.get_args(tp)
         _check_plain(value, path, err)
@@ -471,12 +498,12 @@ def _convert(value: Any, tp: Any, path: str, err: Err,
         _check_limits(number, limits, path, err)
         return number
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
-        bounds = dict(limits)
-        if not {"ge", "gt"} & set(bounds):
-            bounds["ge"] = INT_LIMITS["ge"]
-        if not {"le", "lt"} & set(bounds):
-            bounds["le"] = INT_LIMITS["le"]
-        _check_limits(value, bounds, path, err)
+        _check_limits(value, limits, path, err)
+        # then INT_LIMITS on a side the field leaves open (kept apart for a clear message)
+        if not {"ge", "gt"} & set(limits):
+            _check_limits(value, {"ge": INT_LIMITS["ge"]}, path, err)
+        if not {"le", "lt"} & set(limits):
+            _check_limits(value, {"le": INT_LIMITS["le"]}, path, err)
         return value
     if tp is str and isinstance(value, str):
         _check_text(value, path, err)
@@ -501,6 +528,9 @@ def _build(cls: type, data: dict[str, Any], prefix: str, err: Err) -> Any:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(fields)}"
             raise err(path, f"unknown key{hint}")
+        if fields[key].metadata.get("deferred"):  # its values are typed in _check_rules
+            kwargs[key] = _convert(value, dict[str, object], path, err)
+            continue
         kwargs[key] = _convert(value, hints[key], path, err, _limits(fields[key].metadata))
     for name, f in fields.items():
         if (name not in kwargs and f.default is dataclasses.MISSING

@@ -8,9 +8,9 @@ failure, counts it in the report and retries it on the next run.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Protocol
 
+from harness.numeric import sigmoid
 from harness.registry import Registry
 from harness.tasks.base import Task
 
@@ -58,7 +58,7 @@ class OracleBTJudge:
         out: list[float | None] = []
         for b, c, x, y in zip(baseline, candidate, rb, rc):
             # identical answers are a tie whatever the judge thinks (as AlpacaEval does)
-            out.append(0.5 if b == c else 1.0 / (1.0 + math.exp(-self.scale * (y - x))))
+            out.append(0.5 if b == c else sigmoid(self.scale * (y - x)))
         return out
 
 

@@ -20,7 +20,6 @@ copying the folder keeps the hash, so a copied results store keeps its cached ju
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,6 +27,7 @@ from evaluators.judges import JUDGES, BatchedPairJudge
 from evaluators.scorers import SCORERS
 from harness.base_models import model_fingerprint
 from harness.errors import InputError
+from harness.numeric import sigmoid
 from harness.tasks.base import Task
 
 
@@ -92,12 +92,7 @@ def reward_scores(model: Any, tokenizer: Any, prompts: list[str], responses: lis
     return out
 
 
-def _sigmoid(x: float) -> float:
-    """1 / (1 + e^-x) without overflow for rewards far apart."""
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
+_sigmoid = sigmoid  # rewards far apart must not overflow
 
 
 class _RewardModel:

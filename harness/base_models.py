@@ -49,15 +49,47 @@ def resolve_base_model(name: str, cache_dir: Path | None = None) -> Path:
         return folder
     path = Path(name).expanduser()
     if (path / "config.json").exists():
-        return path.resolve()
+        return check_model_folder(path.resolve())
     try:  # a hub id already in the local cache (offline)
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(name, local_files_only=True))
+        snapshot = Path(snapshot_download(name, local_files_only=True))
     except Exception:
+        snapshot = None
+    if snapshot is None:
         raise InputError(f"base_model '{name}': not a registered name "
                          f"({', '.join(['tiny', *BASE_MODELS.names()])}), not a folder with a "
-                         "config.json, and not in the local Hugging Face cache") from None
+                         "config.json, and not in the local Hugging Face cache")
+    return check_model_folder(snapshot)
+
+
+WEIGHTS = ("*.safetensors", "pytorch_model*.bin", "adapter_model.*")
+TOKENIZER = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
+def check_model_folder(folder: Path) -> Path:
+    """`folder` if it holds a loadable model (config, weights, tokenizer), else InputError.
+
+    Checked before any stage runs, so a folder with only a config.json, or without its
+    tokenizer, is one line naming what is missing rather than a traceback mid-pipeline.
+    """
+    folder = Path(folder)
+    adapter = is_adapter(folder)
+    config = folder / ("adapter_config.json" if adapter else "config.json")
+    try:
+        parsed = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"model folder: unreadable {config.name} ({type(exc).__name__})",
+                         file=str(folder)) from None
+    if not isinstance(parsed, dict) or not (parsed.get("model_type") or adapter):
+        raise InputError(f"model folder: {config.name} names no model_type", file=str(folder))
+    if not any(next(folder.glob(g), None) for g in WEIGHTS):
+        raise InputError("model folder has no weights (*.safetensors or pytorch_model*.bin)",
+                         file=str(folder))
+    if not adapter and not any((folder / t).exists() for t in TOKENIZER):
+        raise InputError("model folder has no tokenizer (tokenizer.json, tokenizer.model or "
+                         "vocab files): save the tokenizer with the model", file=str(folder))
+    return folder
 
 
 _FINGERPRINTS: dict[tuple, str] = {}

@@ -58,9 +58,11 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def _disk_full(exc: BaseException) -> bool:
-    return ((isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT))
-            or (isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc)))
+def _disk_fault(exc: BaseException) -> bool:
+    """A full or failing disk: the machine's fault, not the input's (exit 1, rerun resumes)."""
+    return ((isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO))
+            or (isinstance(exc, sqlite3.OperationalError)
+                and any(m in str(exc) for m in ("disk is full", "disk I/O error"))))
 
 
 def _execute(command: str, experiment: str, overrides: tuple[str, ...], results_dir: str | None,
@@ -77,8 +79,8 @@ def _execute(command: str, experiment: str, overrides: tuple[str, ...], results_
     except KeyboardInterrupt:
         fail(f"interrupted: {RESUME}", 130)
     except Exception as exc:
-        if _disk_full(exc):
-            fail(f"error: the disk is full ({exc}); free some space: {RESUME}", 1)
+        if _disk_fault(exc):
+            fail(f"error: the disk is full or failing ({exc}); free some space: {RESUME}", 1)
         if os.environ.get("SPO_HARNESS_DEBUG"):
             raise
         fail(f"internal error: {type(exc).__name__}: {exc} (a bug in spo-harness, not in "

@@ -13,18 +13,18 @@ iterate, from its last training checkpoint).
 
 from __future__ import annotations
 
-import math
 import shutil
 from pathlib import Path
 from typing import Any
 
 from harness.errors import InputError
 from harness.hashing import content_hash, seed_from
+from harness.numeric import sigmoid
 
 
 def win_matrix_from_scores(scores: list[float], bt_scale: float) -> list[list[float]]:
     """P(y_i > y_j) = sigmoid(s (r_i - r_j)), 1/2 on the diagonal (SPPO's compute_prob)."""
-    return [[1.0 / (1.0 + math.exp(-bt_scale * (a - b))) for b in scores] for a in scores]
+    return [[sigmoid(bt_scale * (a - b)) for b in scores] for a in scores]
 
 
 def win_matrix_from_judge(judge, prompt: str, texts: list[str]) -> list[list[float]] | None:

@@ -81,7 +81,7 @@ class Store:
             # before any stage trusts it, not halfway through a report.
             check = self.conn.execute("PRAGMA quick_check").fetchone()
             if check is None or check[0] != "ok":
-                raise sqlite3.DatabaseError(check[0] if check else "no answer")
+                raise sqlite3.DatabaseError(f"quick_check: {check[0] if check else 'no answer'}")
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.executescript(_SCHEMA)
@@ -89,7 +89,9 @@ class Store:
                 self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                                   (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as exc:
-            if "disk is full" in str(exc) or "readonly" in str(exc):
+            # Only damage to the file itself is the user's to fix; a full or failing disk
+            # (disk I/O error, disk is full) propagates and the CLI says so (exit 1).
+            if isinstance(exc, sqlite3.OperationalError) and not _corrupt(exc):
                 raise
             raise InputError(f"not a readable results store ({exc}); move it (and any "
                              "store.sqlite-wal next to it) away to start afresh, or restore it "
@@ -268,6 +270,10 @@ class Store:
     def _json(obj: Any) -> str:
         """Strict JSON, with every registered secret and URL credential redacted."""
         return jsonio.dumps(redact(obj))
+
+
+def _corrupt(exc: sqlite3.DatabaseError) -> bool:
+    return any(m in str(exc) for m in ("not a database", "malformed", "quick_check"))
 
 
 # ------------------------------------------------------------------ artifact integrity

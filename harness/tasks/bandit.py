@@ -8,13 +8,13 @@ answers is computed from its logits, and compared with each method's theoretical
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from harness.hashing import content_hash
+from harness.numeric import sigmoid
 from harness.spec import SEED_LIMITS
 from harness.tasks.base import Progress, Prompt, Task, TaskAssets
 
@@ -50,8 +50,7 @@ class BanditOptions:
                                            **SEED_LIMITS})
 
 
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x))
+_sigmoid = sigmoid  # stable for any finite x
 
 
 class BanditTask(Task):

@@ -7,7 +7,6 @@ sentiment scorer (VADER), and the true reward of a continuation is VADER's compo
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import numpy as np
 
 from harness.errors import InputError
 from harness.hashing import content_hash
+from harness.numeric import sigmoid
 from harness.spec import SEED_LIMITS
 from harness.tasks.base import Progress, Prompt, Task, TaskAssets
 
@@ -55,8 +55,7 @@ class SentimentOptions:
                                            **SEED_LIMITS})
 
 
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x))
+_sigmoid = sigmoid  # stable for any finite x
 
 
 class SentimentTask(Task):

@@ -753,6 +753,13 @@ def _check_rules(spec: ExperimentSpec, file: str, locator: _Locator) -> None:
               or (name.count("/") == 1 and not Path(name).exists()), "base_model",
               f"'{name}' is not tiny, a registered model ({', '.join(BASE_MODELS.names())}), "
               "a folder with a config.json, or a hub id (org/name)")
+        if (Path(name).expanduser() / "config.json").exists():  # loadable: weights, tokenizer
+            from harness.base_models import check_model_folder
+
+            try:
+                check_model_folder(Path(name).expanduser())
+            except InputError as exc:
+                check(False, "base_model", str(exc))
     for kind, registry, components in (("judges", JUDGES, spec.judges),
                                        ("scorers", SCORERS, spec.scorers)):
         for i, c in enumerate(components):

@@ -147,3 +147,32 @@ def test_redact_url_never_leaves_url_credentials(user, password, host, before, a
     out = redact_url(f"{before} {url} {after}")
     assert f"{user}:{password}@" not in out
     assert f"http://{REDACTED}@{host}/v1" in out
+
+
+# ---------------------------------------------------------------------------- an echoing server
+
+@pytest.mark.parametrize("endpoint", ["completions", "chat"])
+def test_key_echoed_into_a_completion_is_redacted(tmp_path, monkeypatch, endpoint):
+    """The server puts the request's Authorization header into the completion text: the
+    text the backend returns, passed through `redact` (as the store does), holds no key."""
+    from evaluators.generation import SamplingParams
+    from evaluators.openai_backend import OpenAIBackend
+    from harness.tasks.tiny_models import word_tokenizer
+    from tests.hostile.test_services import ReplyServer
+
+    key = fresh("sk-echo-")
+    monkeypatch.setenv("SPO_ECHO_KEY", key)
+    word_tokenizer(["you", "sent", "Bearer", "q0"]).save_pretrained(tmp_path / "tok")
+    server = ReplyServer()
+    server.default = ("echo",)
+    try:
+        backend = OpenAIBackend(str(tmp_path / "tok"), base_url=server.url, model="m",
+                                api_key_env="SPO_ECHO_KEY", endpoint=endpoint, max_retries=0)
+        (got,) = backend.generate_batch([("q0", 0)], SamplingParams(max_new_tokens=4), 0)
+    finally:
+        server.close()
+    assert server.requests[0]["auth"] == f"Bearer {key}"  # the key was sent, and echoed
+    assert key not in redact(got.text) and key not in got.text
+    assert got.text == f"you sent Bearer {REDACTED}"
+    # the token ids are the redacted text's: decoding them cannot give the key back
+    assert got.token_ids == backend.tokenizer(got.text, add_special_tokens=False)["input_ids"]

@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from harness.errors import ServiceError
 from harness.hashing import content_hash
 from harness.store import Store
 from harness.units import Units, exact_key, judgment_key, logp_key, score_key
@@ -165,6 +166,8 @@ def _judge_chunk(judge: Any, items: list[tuple[str, str, str]]) -> list[tuple[An
     if hasattr(judge, "judge_pairs"):
         try:
             results = judge.judge_pairs(items)
+        except ServiceError:  # the judge's server keeps failing: stop (exit 1), rerun resumes
+            raise
         except Exception as exc:  # the whole batch is recorded as failed and retried
             return [(None, failed(exc), {}) for _ in items]
         if len(results) != len(items):
@@ -179,6 +182,8 @@ def _judge_chunk(judge: Any, items: list[tuple[str, str, str]]) -> list[tuple[An
             else:
                 (p,), info = judge.judge(prompt, [b], [c]), {}
             out.append((value(p), status(p, info), info))
+        except ServiceError:
+            raise
         except Exception as exc:
             out.append((None, failed(exc), {}))
     return out

@@ -443,3 +443,26 @@ def test_cli_malformed_server_exits_1_in_one_line_and_keeps_finished_batches(
         if p.is_file():
             data = p.read_bytes()
             assert key.encode() not in data and password.encode() not in data, p
+
+
+def test_a_judge_service_error_stops_the_stage_and_stores_nothing(tmp_path):
+    """A judge whose server fails every call raises ServiceError: the stage stops (the CLI
+    exits 1) instead of filling the store with failures; finished judgments stay."""
+    from evaluators.scoring import pairwise_judgments
+    from harness.errors import ServiceError
+    from harness.store import Store
+    from harness.units import Units
+
+    class DownJudge:
+        fingerprint = {"judge": "down"}
+
+        def judge_pairs(self, pairs):
+            raise JudgeServiceError("http://127.0.0.1:9/v1: every call failed")
+
+    base = [{"key": f"b{i}", "prompt_id": f"p{i}", "sample_index": 0, "prompt": f"prompt {i}",
+             "text": f"base {i}", "token_ids": [], "info": {}} for i in range(3)]
+    cand = [{**g, "key": f"c{i}", "text": f"cand {i}"} for i, g in enumerate(base)]
+    store = Store(tmp_path / "results")
+    with pytest.raises(ServiceError):
+        pairwise_judgments(Units(store, [], 1, {}, 0), DownJudge(), base, cand)
+    assert store.conn.execute("SELECT count(*) FROM judgments").fetchone()[0] == 0

@@ -505,10 +505,10 @@ def _is_logprob(value: Any) -> bool:
 # ---------------------------------------------------------------------------- the judge
 
 def _resolve_model(model: str) -> Path:
-    from harness.base_models import resolve_base_model
+    from harness.base_models import check_model_folder, resolve_base_model
 
     path = Path(model).expanduser()
-    return path.resolve() if path.is_dir() else resolve_base_model(model)
+    return check_model_folder(path.resolve()) if path.is_dir() else resolve_base_model(model)
 
 
 @JUDGES.register("llm")

@@ -7,8 +7,8 @@ decodes it. endpoint "chat" sends one user message, for chat-only hosted APIs; t
 applies its own template, and token ids are the server's where it returns them, else the
 text re-tokenized with the model's tokenizer.
 
-Every request is its own: n=1 with a seed derived from the batch seed and its position, so
-sample i does not depend on how many were asked for. Retries are the openai client's own:
+Every request is its own: n=1 with its own seed, `request_seed(seed, request)` (as the vLLM
+backend gives it), so sample i depends neither on how many were asked for nor on its batch. Retries are the openai client's own:
 on connection errors, timeouts, 408/409/429 and 5xx, up to `max_retries` times, with
 exponential backoff (0.5 s doubling to at most 8 s, minus up to 25% jitter; a Retry-After of
 at most two minutes is honoured instead). A request that still fails raises `BackendError`
@@ -33,9 +33,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from evaluators.generation import BACKENDS, Completion, HFBackend, Request, SamplingParams
+from evaluators.generation import (
+    BACKENDS,
+    Completion,
+    HFBackend,
+    Request,
+    SamplingParams,
+    request_seed,
+)
 from harness.errors import InputError, ServiceError
-from harness.hashing import seed_from
 from harness.secrets import Secret, redact, redact_url, register_secret, register_url_credentials
 
 __all__ = ["BackendError", "MalformedReply", "OpenAIBackend", "ParsedReply", "api_key_from_env",
@@ -121,12 +127,13 @@ class OpenAIBackend:
         gate = asyncio.Semaphore(self.concurrency)
         async with AsyncOpenAI(base_url=self._base_url.reveal(), api_key=key,
                                timeout=self.timeout, max_retries=self.max_retries) as client:
-            async def one(i: int, prompt: str) -> Completion:
+            async def one(request: Request) -> Completion:
                 async with gate:
-                    # the seed VLLMBackend gives request i, so a vLLM server samples as it does
-                    return await self._request(client, prompt, params, seed_from(seed, i))
+                    # the seed VLLMBackend gives this request, so a vLLM server samples as it does
+                    return await self._request(client, request[0], params,
+                                               request_seed(seed, request))
 
-            return list(await asyncio.gather(*(one(i, p) for i, (p, _) in enumerate(requests))))
+            return list(await asyncio.gather(*(one(r) for r in requests)))
 
     async def _request(self, client, prompt: str, params: SamplingParams,
                        seed: int) -> Completion:

@@ -99,7 +99,9 @@ class _RewardModel:
     """A reward model folder, loaded on first use (building a scorer or judge stays cheap)."""
 
     def __init__(self, model: str, batch_size: int, max_length: int, device: str | None) -> None:
-        self.folder = Path(model).expanduser().resolve()
+        from harness.base_models import check_model_folder
+
+        self.folder = check_model_folder(Path(model).expanduser().resolve())
         self.batch_size, self.max_length, self.device = batch_size, max_length, device
         self.content = model_fingerprint(self.folder)
         self._loaded: tuple[Any, Any] | None = None

@@ -74,6 +74,8 @@ def check_model_folder(folder: Path) -> Path:
     tokenizer, is one line naming what is missing rather than a traceback mid-pipeline.
     """
     folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("model folder does not exist", file=str(folder))
     adapter = is_adapter(folder)
     config = folder / ("adapter_config.json" if adapter else "config.json")
     try:

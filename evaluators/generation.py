@@ -24,9 +24,34 @@ class SamplingParams:
     max_new_tokens: int
     temperature: float = 1.0
     top_p: float = 1.0
+    # EOS is suppressed until this many tokens: the "verbose" length steering of the gamed
+    # baselines (AlpacaEval's LC regularization). 0 leaves the model free.
+    min_new_tokens: int = 0
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        # min_new_tokens enters the generation key only when set, so every generation
+        # stored before the field existed keeps its key.
+        d = asdict(self)
+        if not d["min_new_tokens"]:
+            del d["min_new_tokens"]
+        return d
+
+
+def length_steered(params: SamplingParams, kind: str) -> SamplingParams:
+    """The baseline's "gamed" sampling of AlpacaEval's LC regularization, for any model.
+
+    AlpacaEval prompts its baseline to answer concisely or verbosely. A tiny or base model
+    does not follow such an instruction, so the steering is done in decoding, which every
+    backend supports: 'concise' caps the answer at a quarter of the token budget, 'verbose'
+    forbids EOS until the whole budget is used.
+    """
+    from dataclasses import replace
+
+    if kind == "concise":
+        return replace(params, max_new_tokens=max(1, params.max_new_tokens // 4))
+    if kind == "verbose":
+        return replace(params, min_new_tokens=params.max_new_tokens)
+    raise ValueError(f"unknown length steering {kind!r}")
 
 
 @dataclass
@@ -100,7 +125,7 @@ class HFBackend:
             out = self.model.generate(
                 **batch, do_sample=False, temperature=None, top_p=None, top_k=None,
                 logits_processor=processors, max_new_tokens=params.max_new_tokens,
-                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+                min_new_tokens=params.min_new_tokens or None, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         new = out[:, batch["input_ids"].shape[1]:].tolist()
         completions = []
         for ids in new:

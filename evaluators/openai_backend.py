@@ -144,8 +144,13 @@ class OpenAIBackend:
             "model": self.model, "n": 1, "seed": seed,
             "temperature": 0.0 if greedy else params.temperature,
             "top_p": 1.0 if greedy else params.top_p}
+        extra: dict[str, Any] = {}
         if self.return_token_ids:
-            common["extra_body"] = {"return_token_ids": True}
+            extra["return_token_ids"] = True
+        if params.min_new_tokens:  # vLLM's server extension (EOS banned until then)
+            extra["min_tokens"] = params.min_new_tokens
+        if extra:
+            common["extra_body"] = extra
         url = f"{self.base_url}/{'chat/completions' if self.endpoint == 'chat' else 'completions'}"
         try:
             # the raw reply, parsed by `parse_reply`: the client's models accept any JSON

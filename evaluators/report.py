@@ -1,75 +1,183 @@
-"""Aggregate the store into leaderboard records and write them as .md, .csv and .json."""
+"""Aggregate plain results into leaderboard records and write them as .md, .csv and .json.
+
+One record per model. The flat columns (`win_rate`, `lc_win_rate`, `bt_rating`, ...) are the
+primary judge's; every judge also has its own prefixed set (`<judge>:win_rate`, ...) and
+every scorer its mean and standard error (`<scorer>:mean_reward`, `..._se`), so a leaderboard
+with an LLM judge and the oracle shows both. How each number is computed, and which anchor
+it equals, is the README's "Statistics" section; the code of each lives in `stats`
+(win rates, Bradley-Terry, style control), `length_control` (AlpacaEval 2's LC) and
+`diversity` (sample metrics). Every interval draws the same prompt resamples
+(`evaluators.bootstrap`), seeded by `report.bootstrap_seed`.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from evaluators.collect import ExactPrompt, ModelResults
-from evaluators.metrics import exact_distribution_metrics, per_prompt_distinct_n, self_bleu
-from evaluators.stats import bootstrap_bt, win_rate
+from evaluators.collect import Battles, ExactPrompt, ModelResults
+from evaluators.metrics import exact_distribution_metrics
 from harness.jsonio import dumps, write_text_atomic
 
-COLUMNS = ["label", "method", "params", "seed", "is_baseline", "win_rate", "win_rate_se",
-           "discrete_win_rate", "lc_win_rate", "bt_rating", "bt_ci_low", "bt_ci_high",
-           "mean_reward", "distinct_1", "distinct_2", "self_bleu", "entropy", "kl_to_ref",
-           "n_prompts", "n_samples", "n_scored", "n_judged", "n_failed"]
+# The primary judge's columns, flat; each judge's set again under "<judge>:".
+JUDGE_COLUMNS = ["win_rate", "win_rate_se", "win_rate_se_iid", "win_rate_ci_low",
+                 "win_rate_ci_high", "discrete_win_rate", "lc_win_rate", "lc_standard_error",
+                 "lc_variant", "bt_rating", "bt_ci_low", "bt_ci_high", "bt_separated",
+                 "bt_direction", "bt_boot_missing", "bt_rating_sc", "bt_sc_ci_low",
+                 "bt_sc_ci_high", "n_judged", "n_failed"]
+SAMPLE_COLUMNS = ["mean_reward", "mean_reward_ci_low", "mean_reward_ci_high", "n_scored",
+                  "distinct_1", "distinct_2", "distinct_2_cross_input", "ead", "ead_cross_input",
+                  "self_bleu", "embedding_diversity", "embedding_diversity_cross_input",
+                  "entropy", "entropy_ci_low", "entropy_ci_high", "kl_to_ref"]
+ID_COLUMNS = ["label", "method", "params", "seed", "is_baseline"]
 EXACT = ["exact_kl_to_target", "exact_entropy", "exact_expected_reward", "exact_support_mass"]
 
 
-def _mean(values: list[float]) -> float | None:
-    return float(np.mean(values)) if values else None
+@dataclass
+class ReportSettings:
+    """What the report's statistics need besides the results (the spec's `report` section)."""
+
+    rounds: int = 1000           # prompt-bootstrap rounds of every interval
+    seed: int = 0                # seed of those resamples
+    style_control: bool = True
+    style_rounds: int = 100      # Arena-Hard's num_round for the style-controlled fit
+    embedder: Any = None         # a SentenceTransformer, or None: no embedding diversity
+    vocab_size: int = 50257      # V of expectation-adjusted distinct-n
 
 
-def leaderboard_records(results: list[ModelResults], judge: str | None = None
-                        ) -> list[dict[str, Any]]:
-    """One record per model (the SFT reference and each run) from plain results.
+def _prompts(results: list[ModelResults]) -> list[str]:
+    """Every prompt id of the experiment, sorted: the universe the bootstrap resamples."""
+    return sorted({s["prompt_id"] for m in results for s in m.samples})
 
-    `judge` names the judge whose verdicts give the win rates (default: the first one).
+
+def leaderboard_records(results: list[ModelResults], battles: dict[str, Battles] | None = None,
+                        primary: str | None = None,
+                        settings: ReportSettings | None = None) -> list[dict[str, Any]]:
+    """One record per model (the baseline and each run) from plain results.
+
+    `battles` are each judge's judgments among all models (`collect_battles`); `primary`
+    names the judge whose columns are also the flat ones (default: the first).
     """
-    base = next(i for i, m in enumerate(results) if m.is_baseline)
-    records, battles = [], []
-    for idx, m in enumerate(results):
-        rec: dict[str, Any] = {
-            "label": m.label, "method": m.method, "params": m.params, "seed": m.seed,
-            "is_baseline": m.is_baseline, "lc_win_rate": None,
-            "n_prompts": len({s["prompt_id"] for s in m.samples}), "n_samples": len(m.samples),
-        }
-        rec.update(_sample_metrics(m.samples))
-        prefs, n_pairs = [], 0
-        if not m.is_baseline and m.judged:
-            pairs = m.judged[judge] if judge is not None else next(iter(m.judged.values()))
-            judged = [(j.candidate["prompt_id"], j.row["preference"]) for j in pairs if j.ok]
-            prefs, n_pairs = [p for _, p in judged], len(pairs)
-            battles += [(prompt_id, idx, base, p) for prompt_id, p in judged]
-        rec.update(win_rate(prefs), n_judged=len(prefs), n_failed=n_pairs - len(prefs))
+    from evaluators.diversity import sample_metrics
+
+    settings = settings or ReportSettings()
+    battles = battles or {}
+    prompts = _prompts(results)
+    records = []
+    for m in results:
+        rec: dict[str, Any] = {"label": m.label, "method": m.method, "params": m.params,
+                               "seed": m.seed, "is_baseline": m.is_baseline,
+                               "n_prompts": len({s["prompt_id"] for s in m.samples}),
+                               "n_samples": len(m.samples)}
+        rec.update(sample_metrics(m.samples, rounds=settings.rounds, seed=settings.seed,
+                                  embedder=settings.embedder, vocab_size=settings.vocab_size,
+                                  prompts=prompts))
+        rec.update(_scorer_columns(m, prompts, settings))
         if m.exact is not None:
             rec.update(_exact_metrics(m.exact))
         records.append(rec)
 
-    if battles:
-        point, low, high = bootstrap_bt(battles, len(results), anchor=base)
-        for rec, p, lo, hi in zip(records, point, low, high):
-            rec.update(bt_rating=round(float(p), 2), bt_ci_low=round(float(lo), 2),
-                       bt_ci_high=round(float(hi), 2))
+    names = list(battles) or list(next((m.judged for m in results if m.judged), {}))
+    for name in names:
+        per_model = _judge_columns(results, battles.get(name), name, prompts, settings)
+        for rec in records:
+            for k, v in per_model[rec["label"]].items():
+                rec[f"{name}:{k}"] = v
+    primary = primary or (names[0] if names else None)
+    for rec in records:
+        for k in JUDGE_COLUMNS:
+            rec[k] = rec.get(f"{primary}:{k}") if primary else None
+        rec["primary_judge"] = primary
     return records
 
 
-def _sample_metrics(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Reward, diversity, sequence entropy and Monte-Carlo KL over a model's own samples."""
-    rewards = [s["reward"] for s in samples if s["reward"] is not None]
-    lp_own = [s["logp"] for s in samples if s["logp"] is not None]
-    kl = [s["logp"] - s["ref_logp"] for s in samples
-          if s["logp"] is not None and s["ref_logp"] is not None]
-    texts = [(s["prompt_id"], s["text"]) for s in samples]
-    return {"mean_reward": _mean(rewards), "n_scored": len(rewards),
-            "distinct_1": per_prompt_distinct_n(texts, 1),
-            "distinct_2": per_prompt_distinct_n(texts, 2), "self_bleu": self_bleu(texts),
-            "entropy": _mean([-v for v in lp_own]), "kl_to_ref": _mean(kl)}
+def _scorer_columns(m: ModelResults, prompts: list[str],
+                    settings: ReportSettings) -> dict[str, Any]:
+    """Mean reward of every scorer with its prompt-clustered SE and bootstrap interval."""
+    from evaluators.bootstrap import mean_stats
+
+    out: dict[str, Any] = {}
+    names = list(m.samples[0]["rewards"]) if m.samples and "rewards" in m.samples[0] else []
+    for name in names:
+        rows = [(s["prompt_id"], s["rewards"][name]) for s in m.samples
+                if s["rewards"][name] is not None]
+        st = mean_stats([v for _, v in rows], [p for p, _ in rows], rounds=settings.rounds,
+                        seed=settings.seed, prompts=prompts)
+        out.update({f"{name}:mean_reward": st["mean"], f"{name}:mean_reward_se": st["se"],
+                    f"{name}:mean_reward_ci_low": st["ci_low"],
+                    f"{name}:mean_reward_ci_high": st["ci_high"], f"{name}:n_scored": len(rows)})
+    return out
+
+
+def _judge_columns(results: list[ModelResults], battles: Battles | None, name: str,
+                   prompts: list[str], settings: ReportSettings) -> dict[str, dict[str, Any]]:
+    """One judge's columns for every model: win rate vs the baseline, LC, BT (+ style)."""
+    import pandas as pd
+
+    from evaluators.length_control import instruction_difficulty, lc_win_rate
+    from evaluators.stats import bradley_terry_ratings, win_rate_stats
+
+    base = next(m for m in results if m.is_baseline)
+    out: dict[str, dict[str, Any]] = {}
+    vs_base: dict[str, list[dict[str, Any]]] = {}
+    for m in results:
+        pairs = m.judged.get(name, []) if not m.is_baseline else []
+        ok = [j for j in pairs if j.ok]
+        vs_base[m.label] = [{"prompt_id": j.candidate["prompt_id"], "model": m.label,
+                             "preference": float(j.row["preference"]),
+                             "baseline_text_len": len(j.baseline["text"]),
+                             "model_text_len": len(j.candidate["text"])} for j in ok]
+        st = win_rate_stats([r["preference"] for r in vs_base[m.label]],
+                            [r["prompt_id"] for r in vs_base[m.label]],
+                            rounds=settings.rounds, seed=settings.seed, prompts=prompts)
+        out[m.label] = {**st, "n_judged": len(ok), "n_failed": len(pairs) - len(ok),
+                        "lc_win_rate": None, "lc_standard_error": None, "lc_variant": None}
+    out[base.label].update(win_rate=None, lc_win_rate=None)
+
+    # LC: AlpacaEval 2's GLM; instruction difficulty from every model's judgments here.
+    judged = pd.DataFrame([r for rows in vs_base.values() for r in rows])
+    if not judged.empty:
+        difficulty = instruction_difficulty(judged[["prompt_id", "model", "preference"]])
+        gamed = pd.DataFrame(battles.gamed) if battles is not None and battles.gamed else None
+        for label, rows in vs_base.items():
+            if rows:
+                out[label].update(lc_win_rate(pd.DataFrame(rows), difficulty, gamed))
+
+    # Bradley-Terry over every battle of the plan, anchored at the baseline = 1000.
+    if battles is not None and battles.rows:
+        frame = pd.DataFrame(battles.rows)
+        labels = [m.label for m in results]
+        bt = bradley_terry_ratings(frame[["prompt_id", "model_a", "model_b", "p_b"]], labels,
+                                   base.label, rounds=settings.rounds, seed=settings.seed,
+                                   prompts=prompts)
+        for label in labels:
+            out[label].update(bt.get(label, {}))
+        if settings.style_control:
+            out_sc = _style_controlled(frame, labels, base.label, prompts, settings)
+            for label in labels:
+                out[label].update(out_sc.get(label, {}))
+    return out
+
+
+def _style_controlled(frame: Any, labels: list[str], anchor: str, prompts: list[str],
+                      settings: ReportSettings) -> dict[str, dict[str, Any]]:
+    import pandas as pd
+
+    from evaluators.stats import style_controlled_ratings
+    from evaluators.style import style_features
+
+    feats = pd.DataFrame([style_features(a, b) for a, b in zip(frame["text_a"], frame["text_b"])],
+                         index=frame.index)
+    data = pd.concat([frame[["prompt_id", "model_a", "model_b", "p_b"]], feats], axis=1)
+    ratings, _ = style_controlled_ratings(data, labels, anchor, list(feats.columns),
+                                          rounds=settings.style_rounds, seed=settings.seed,
+                                          prompts=prompts)
+    return ratings
 
 
 def _exact_metrics(exact: list[ExactPrompt]) -> dict[str, float | None]:
@@ -81,9 +189,14 @@ def _exact_metrics(exact: list[ExactPrompt]) -> dict[str, float | None]:
     return out
 
 
+# ------------------------------------------------------------------ writing
+
+
 def _fmt(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, float):
         return f"{v:.4g}" if abs(v) < 1000 else f"{v:.1f}"
     if isinstance(v, dict):
@@ -91,29 +204,106 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _interval(low: Any, high: Any, digits: int = 1) -> str:
+    """'[low, high]', with an open end shown as ∞ (a separated Bradley-Terry rating)."""
+    if low is None and high is None:
+        return ""
+    lo = "-∞" if low is None else f"{low:.{digits}f}"
+    hi = "∞" if high is None else f"{high:.{digits}f}"
+    return f" [{lo}, {hi}]"
+
+
+def columns(records: list[dict[str, Any]]) -> list[str]:
+    """The CSV/JSON columns: identity, the primary judge's, samples, then per judge/scorer."""
+    fixed = ID_COLUMNS + ["primary_judge"] + JUDGE_COLUMNS + SAMPLE_COLUMNS + [
+        "n_prompts", "n_samples"]
+    if any("exact_entropy" in r for r in records):
+        fixed += EXACT
+    extra = sorted({k for r in records for k in r if ":" in k})
+    rest = sorted({k for r in records for k in r} - set(fixed) - set(extra))
+    return fixed + rest + extra
+
+
+def sort_key(r: dict[str, Any]) -> tuple:
+    wr = r.get("win_rate")
+    return (not r["is_baseline"], -(wr if wr is not None else -1), r["label"])
+
+
 def write_leaderboard(records: list[dict[str, Any]], out_dir: Path, name: str) -> None:
     import pandas as pd
 
-    exact = any("exact_entropy" in r for r in records)
-    cols = COLUMNS + (EXACT if exact else [])
-    ordered = sorted(records, key=lambda r: (not r["is_baseline"],
-                                             -(r["win_rate"] if r["win_rate"] is not None else -1)))
+    cols = columns(records)
+    ordered = sorted(records, key=sort_key)
     rows = [{c: r.get(c) for c in cols} for r in ordered]
     write_text_atomic(out_dir / "leaderboard.json", dumps(rows, indent=2))
     frame = pd.DataFrame([{**r, "params": json.dumps(r["params"], sort_keys=True)} for r in rows],
                          columns=cols)
     write_text_atomic(out_dir / "leaderboard.csv", frame.to_csv(index=False))
-    shown = ["label", "win_rate", "win_rate_se", "bt_rating", "mean_reward", "distinct_1",
-             "distinct_2", "self_bleu", "entropy", "kl_to_ref"] + (EXACT[:3] if exact else [])
+    write_text_atomic(out_dir / "leaderboard.md", _markdown(ordered, name))
+
+
+def _markdown(rows: list[dict[str, Any]], name: str) -> str:
+    exact = any(r.get("exact_entropy") is not None for r in rows)
+    primary = rows[0].get("primary_judge") if rows else None
+    shown = ["label", "win_rate", "lc_win_rate", "bt_rating", "bt_rating_sc", "mean_reward",
+             "entropy", "distinct_2", "ead", "embedding_diversity", "self_bleu", "kl_to_ref"]
+    shown = [c for c in shown if c == "label" or any(r.get(c) is not None for r in rows)]
+    shown += EXACT[:3] if exact else []
     lines = [f"# Leaderboard: {name}", "",
-             "Win rate (%) against the baseline (a tie counts one half) with its standard error; "
-             "BT rating on the Elo scale (baseline = 1000) with its 95% bootstrap interval; "
-             "entropy and KL in nats per sequence; self-BLEU 0-100 (higher = less diverse).",
-             "", "| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+             f"Judge: `{primary}`. Win rate (%) against the baseline (a tie counts one half) "
+             "± its prompt-clustered standard error, with the 95% prompt-bootstrap interval; "
+             "LC: AlpacaEval 2's length-controlled win rate; BT: Bradley-Terry rating on the "
+             "Elo scale (baseline = 1000) with its 95% prompt-bootstrap interval (∞: the model "
+             "won or lost every judgment, so its rating has no finite estimate); BT (style): "
+             "the same with Arena-Hard's style covariates. Entropy and KL in nats per "
+             "sequence; self-BLEU 0-100 (higher = less diverse). See the README's "
+             "Statistics section.", "",
+             "| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     for r in rows:
-        label = r["label"] + (" (baseline)" if r["is_baseline"] else "")
-        cells = [_fmt(r.get(c)) for c in shown[1:]]
-        if r.get("bt_ci_low") is not None and not r["is_baseline"]:
-            cells[shown.index("bt_rating") - 1] += f" [{r['bt_ci_low']:.0f}, {r['bt_ci_high']:.0f}]"
-        lines.append("| " + " | ".join([label] + cells) + " |")
-    write_text_atomic(out_dir / "leaderboard.md", "\n".join(lines) + "\n")
+        cells = []
+        for c in shown:
+            if c == "label":
+                cells.append(r["label"] + (" (baseline)" if r["is_baseline"] else ""))
+            elif c == "win_rate" and r.get("win_rate") is not None:
+                se = f" ± {r['win_rate_se']:.2f}" if r.get("win_rate_se") is not None else ""
+                cells.append(f"{r['win_rate']:.2f}{se}"
+                             + _interval(r.get("win_rate_ci_low"), r.get("win_rate_ci_high")))
+            elif c == "bt_rating" and not r["is_baseline"] and (
+                    r.get("bt_rating") is not None or r.get("bt_separated")):
+                point = f"{r['bt_rating']:.0f}" if r.get("bt_rating") is not None else \
+                    ("+∞" if r.get("bt_direction") == "+inf" else "-∞")
+                cells.append(point + _interval(r.get("bt_ci_low"), r.get("bt_ci_high"), 0))
+            elif c == "bt_rating_sc" and not r["is_baseline"] and r.get(c) is not None:
+                cells.append(f"{r[c]:.0f}" + _interval(r.get("bt_sc_ci_low"),
+                                                       r.get("bt_sc_ci_high"), 0))
+            else:
+                cells.append(_fmt(r.get(c)))
+        lines.append("| " + " | ".join(cells) + " |")
+    judges = sorted({k.split(":")[0] for r in rows for k in r if k.endswith(":win_rate")})
+    if len(judges) > 1:
+        lines += ["", "## Every judge", "",
+                  "Win rate (%) ± prompt-clustered SE, and LC, of each judge.", "",
+                  "| label | " + " | ".join(f"{j} | {j} LC" for j in judges) + " |",
+                  "|" + "---|" * (1 + 2 * len(judges))]
+        for r in rows:
+            if r["is_baseline"]:
+                continue
+            cells = []
+            for j in judges:
+                wr, se = r.get(f"{j}:win_rate"), r.get(f"{j}:win_rate_se")
+                cells.append("–" if wr is None else f"{wr:.2f}"
+                             + (f" ± {se:.2f}" if se is not None else ""))
+                cells.append(_fmt(r.get(f"{j}:lc_win_rate")))
+            lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+    scorers = sorted({k.split(":")[0] for r in rows for k in r if k.endswith(":mean_reward")})
+    if len(scorers) > 1:
+        lines += ["", "## Every scorer", "", "Mean reward ± prompt-clustered SE.", "",
+                  "| label | " + " | ".join(scorers) + " |", "|" + "---|" * (1 + len(scorers))]
+        for r in rows:
+            cells = []
+            for s in scorers:
+                v, se = r.get(f"{s}:mean_reward"), r.get(f"{s}:mean_reward_se")
+                cells.append("–" if v is None else f"{v:.4g}"
+                             + (f" ± {se:.2g}" if se is not None else ""))
+            lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

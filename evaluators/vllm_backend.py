@@ -124,6 +124,7 @@ class VLLMBackend:
         sampling = [VSamplingParams(n=1, temperature=0.0 if greedy else params.temperature,
                                     top_p=1.0 if greedy else params.top_p, top_k=0,
                                     max_tokens=params.max_new_tokens,
+                                    min_tokens=params.min_new_tokens,
                                     seed=request_seed(seed, r), detokenize=False)
                     for r in requests]
         outs = self.llm.generate(prompts, sampling, use_tqdm=False, lora_request=self.lora_request)

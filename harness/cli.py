@@ -1,4 +1,4 @@
-"""Command line: `spo-harness run|train|generate|judge|report EXPERIMENT.yaml`.
+"""Command line: `spo-harness run|train|generate|judge|report|compare EXPERIMENT.yaml`.
 
 Heavy libraries are imported inside the commands so that `--help` stays instant.
 Every failure is one line on stderr, with secrets redacted, and an exit code:
@@ -176,6 +176,71 @@ def judge(experiment, overrides, results_dir, quiet):
 def report(experiment, overrides, results_dir, quiet):
     """Aggregate the store into leaderboard.md, .csv and .json."""
     _execute("report", experiment, overrides, results_dir, quiet)
+
+
+@main.command()
+@_common
+@click.argument("models", nargs=-1)
+@click.option("--all", "every_pair", is_flag=True,
+              help="Compare every pair of models; writes compare.{md,csv,json}.")
+@click.option("--judge", "judge_name", default=None,
+              help="Judge (display name) of the win rates; default: report.primary_judge.")
+@click.option("--no-lc", is_flag=True, help="Skip the LC difference (refitted per resample).")
+def compare(experiment, models, every_pair, judge_name, no_lc, overrides, results_dir, quiet):
+    """Head to head: `compare EXPERIMENT.yaml A B` (run labels, or sft).
+
+    Differences of win rate, LC win rate, mean reward and entropy between A and B with a
+    paired prompt bootstrap (difference, 95% interval, p-value) and a sign test on
+    per-prompt outcomes. Reads the store only; run the experiment first.
+    """
+    _log_notices()
+    try:
+        _compare(experiment, models, every_pair, judge_name, no_lc, overrides, results_dir,
+                 quiet)
+    except InputError as exc:
+        fail(f"error: {exc}", 2)
+    except ServiceError as exc:
+        fail(f"error: {exc}", 1)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    except Exception as exc:
+        if os.environ.get("SPO_HARNESS_DEBUG"):
+            raise
+        fail(f"internal error: {type(exc).__name__}: {exc} (a bug in spo-harness, not in "
+             "your input; rerun with SPO_HARNESS_DEBUG=1 for the traceback)", 1)
+
+
+def _compare(experiment, models, every_pair, judge_name, no_lc, overrides, results_dir,
+             quiet) -> None:
+    if quiet:
+        os.environ["TQDM_DISABLE"] = "1"
+    if every_pair == bool(models) or (models and len(models) != 2):
+        raise InputError("give two model labels (compare EXPERIMENT.yaml A B) or --all")
+    from evaluators.collect import judge_names
+    from evaluators.compare import compare_all, format_rows, head_to_head, write_compare
+    from harness.pipeline import Experiment
+    from harness.spec import load_spec
+
+    spec = load_spec(experiment, overrides)
+    exp = Experiment(spec, results_dir, show_progress=not quiet)
+    if not exp.store.has_runs():
+        raise InputError(f"runs not trained yet in {exp.results_dir}: run `spo-harness run` "
+                         "on this spec first")
+    names = judge_names([j.name for j in spec.judges])
+    judge = judge_name or spec.report.primary_judge or names[0]
+    if judge not in names:
+        raise InputError(f"--judge '{judge}' is not one of the judges: {', '.join(names)}")
+    results, _ = exp.results()
+    r = spec.report
+    if every_pair:
+        rows = compare_all(results, judge, r.bootstrap_rounds, r.bootstrap_seed, not no_lc)
+        write_compare(rows, exp.results_dir, judge)
+        click.echo(format_rows(rows))
+        click.echo(f"wrote {exp.results_dir / 'compare.md'}")
+    else:
+        rows = head_to_head(results, models[0], models[1], judge, r.bootstrap_rounds,
+                            r.bootstrap_seed, not no_lc)
+        click.echo(format_rows(rows))
 
 
 def entry() -> None:

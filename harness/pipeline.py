@@ -58,6 +58,7 @@ class Experiment:
         self.show_progress = show_progress
         self.counts = {s: {"computed": 0, "cached": 0} for s in STAGES}
         self._assets: TaskAssets | None = None
+        self._judges: list[Any] | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -226,38 +227,58 @@ class Experiment:
         return SamplingParams(max_new_tokens=g.max_new_tokens, temperature=g.temperature,
                               top_p=g.top_p)
 
+    GAMED = ("concise", "verbose")
+
+    def gamed_units(self, kind: str) -> Units:
+        """The baseline's length-steered answers of AlpacaEval's LC regularization."""
+        from evaluators.generation import length_steered
+
+        g = self.spec.generation
+        return Units(self.store, self.assets.eval_prompts, g.n_samples,
+                     length_steered(self.sampling(), kind).as_dict(), g.seed)
+
     def generate(self) -> None:
+        from evaluators.generation import length_steered
+
+        jobs = [(model, self.units, self.sampling(), model.label) for model in self.models()]
+        if self.spec.judging.gamed_baseline:
+            base = self.baseline()
+            jobs += [(base, self.gamed_units(kind), length_steered(self.sampling(), kind),
+                      f"{base.label} ({kind})") for kind in self.GAMED]
+        for model, units, params, desc in jobs:
+            self._generate_model(model, units, params, desc)
+
+    def _generate_model(self, model: Model, units: Units, params: Any, desc: str) -> None:
         from evaluators.generation import BACKENDS, resolve_backend
 
-        g, params = self.spec.generation, self.sampling()
-        for model in self.models():
-            slots = self.units.slots(model.key)
-            items = [(s.prompt, s.index) for s in slots]
-            keys = [s.key for s in slots]
-            done = self.store.existing_keys("generations", keys)
-            batches = [range(s, min(s + g.batch_size, len(items)))
-                       for s in range(0, len(items), g.batch_size)]
-            todo = [b for b in batches if any(keys[j] not in done for j in b)]
-            self._count("generate", False, len(done))
-            if not todo:
-                continue
-            backend = BACKENDS.get(resolve_backend(g.backend))(str(model.path), **g.options)
-            try:
-                for b in self._bar(todo, desc=f"generate {model.label}", leave=False):
-                    requests = [(items[j][0].text, items[j][1]) for j in b]
-                    # per model, so that two models never share random numbers
-                    outs = backend.generate_batch(requests, params, seed_from(g.seed, model.key))
-                    new = [(j, o) for j, o in zip(b, outs) if keys[j] not in done]
-                    self.store.put_generations([
-                        {"key": keys[j], "model_key": model.key, "prompt_id": items[j][0].id,
-                         "sample_index": items[j][1], "prompt": items[j][0].text,
-                         "text": o.text, "token_ids": o.token_ids,
-                         "info": {"backend": g.backend, "finished": o.finished}}
-                        for j, o in new])
-                    self._count("generate", True, len(new))
-            finally:
-                if hasattr(backend, "close"):  # vLLM's engine holds worker processes
-                    backend.close()
+        g = self.spec.generation
+        slots = units.slots(model.key)
+        items = [(s.prompt, s.index) for s in slots]
+        keys = [s.key for s in slots]
+        done = self.store.existing_keys("generations", keys)
+        batches = [range(s, min(s + g.batch_size, len(items)))
+                   for s in range(0, len(items), g.batch_size)]
+        todo = [b for b in batches if any(keys[j] not in done for j in b)]
+        self._count("generate", False, len(done))
+        if not todo:
+            return
+        backend = BACKENDS.get(resolve_backend(g.backend))(str(model.path), **g.options)
+        try:
+            for b in self._bar(todo, desc=f"generate {desc}", leave=False):
+                requests = [(items[j][0].text, items[j][1]) for j in b]
+                # per model, so that two models never share random numbers
+                outs = backend.generate_batch(requests, params, seed_from(g.seed, model.key))
+                new = [(j, o) for j, o in zip(b, outs) if keys[j] not in done]
+                self.store.put_generations([
+                    {"key": keys[j], "model_key": model.key, "prompt_id": items[j][0].id,
+                     "sample_index": items[j][1], "prompt": items[j][0].text,
+                     "text": o.text, "token_ids": o.token_ids,
+                     "info": {"backend": g.backend, "finished": o.finished}}
+                    for j, o in new])
+                self._count("generate", True, len(new))
+        finally:
+            if hasattr(backend, "close"):  # vLLM's engine holds worker processes
+                backend.close()
 
     # ------------------------------------------------------------------ score
 
@@ -295,42 +316,98 @@ class Experiment:
         raise InputError(f"baseline '{self.spec.baseline}' is not a model of this experiment")
 
     def judges(self) -> list[Any]:
+        """The spec's judges, built once (an LLM judge loads its model when built)."""
         from evaluators.judges import JUDGES
 
-        return [JUDGES.get(j.name)(self.task, **j.params) for j in self.spec.judges]
+        if self._judges is None:
+            self._judges = [JUDGES.get(j.name)(self.task, **j.params) for j in self.spec.judges]
+        return self._judges
+
+    def battle_plan(self, models: list[Model]) -> list[tuple[str, str]]:
+        from harness.units import battle_plan
+
+        pairs = self.spec.judging.pairs
+        if isinstance(pairs, str):
+            return battle_plan([m.label for m in models], self.spec.baseline, pairs)
+        return battle_plan([m.label for m in models], self.spec.baseline, "anchors",
+                           pairs.anchors)
 
     def judge(self) -> None:
         from evaluators.scoring import pairwise_judgments
 
-        base, units = self.baseline(), self.units
-        base_gens = units.generations(base.key)
+        models, units = self.models(), self.units
+        by_label = {m.label: m for m in models}
+        gens = {m.label: units.generations(m.key) for m in models}
+        work = [(units, gens[a], gens[b]) for a, b in self.battle_plan(models)]
+        if self.spec.judging.gamed_baseline:
+            base = self.baseline()
+            work += [(units, gens[base.label],
+                      self.gamed_units(kind).generations(by_label[base.label].key))
+                     for kind in self.GAMED]
         judges = self.judges()  # built once: an LLM judge loads its model once
-        for model in self.models():
-            if model.key == base.key:
-                continue
+        for u, first, second in self._bar(work, desc="judge pairs", leave=False):
             for judge in judges:
-                c, s = pairwise_judgments(units, judge, base_gens, units.generations(model.key))
+                c, s = pairwise_judgments(u, judge, first, second)
                 self._count("judge", True, c)
                 self._count("judge", False, s)
 
     # ------------------------------------------------------------------ report
 
+    def results(self) -> tuple[list[Any], dict[str, Any]]:
+        """Every model's plain results and every judge's battles, read through `units`."""
+        from evaluators.collect import collect, collect_battles, judge_names
+
+        models, base, units = self.models(), self.baseline(), self.units
+        judges = dict(zip(judge_names([j.name for j in self.spec.judges]), self.judges()))
+        scorers = dict(zip(judge_names([s.name for s in self.spec.scorers]), self.scorers()))
+        results = collect(units, models, base.key, models[0].key, scorers, judges, self.task,
+                          self.assets.completion_eos)
+        gens = {m.label: units.generations(m.key) for m in models}
+        gamed = ({kind: self.gamed_units(kind).generations(base.key) for kind in self.GAMED}
+                 if self.spec.judging.gamed_baseline else None)
+        battles = collect_battles(units, gens, self.battle_plan(models), judges, gamed)
+        return results, battles
+
+    def report_settings(self) -> Any:
+        from evaluators.report import ReportSettings
+
+        r = self.spec.report
+        embedder = None
+        if r.embedding_diversity:
+            from evaluators.diversity import load_embedder
+
+            embedder = load_embedder()
+        from harness.base_models import load_tokenizer
+
+        vocab = len(load_tokenizer(self.assets.reference_dir))
+        return ReportSettings(rounds=r.bootstrap_rounds, seed=r.bootstrap_seed,
+                              style_control=r.style_control,
+                              style_rounds=r.style_bootstrap_rounds, embedder=embedder,
+                              vocab_size=vocab)
+
     def report(self) -> list[dict[str, Any]]:
-        from evaluators.collect import collect, judge_names
+        from evaluators.pareto import write_pareto
+
+        from evaluators.collect import judge_names
         from evaluators.judge_quality import oracle_judge, write_judge_quality
         from evaluators.report import leaderboard_records, write_leaderboard
+        from evaluators.seeds import write_by_config
         from evaluators.softness import write_softness
 
-        models, base = self.models(), self.baseline()
+        results, battles = self.results()
+        settings = self.report_settings()
+        records = leaderboard_records(results, battles, self.spec.report.primary_judge,
+                                      settings)
+        write_leaderboard(records, self.results_dir, self.spec.name)
+        write_by_config(results, records, self.results_dir, settings)
+        write_softness(records, self.results_dir)
+        write_pareto(records, self.results_dir)
         names = judge_names([j.name for j in self.spec.judges])
         judges = dict(zip(names, self.judges()))
-        results = collect(self.units, models, base.key, models[0].key, self.scorers()[0],
-                          judges, self.task, self.assets.completion_eos)
-        records = leaderboard_records(results, judge=names[0])
-        write_leaderboard(records, self.results_dir, self.spec.name)
-        write_softness(records, self.results_dir)
         write_judge_quality(results, [{"name": c.name, "display": n, "params": c.params,
-                                       "fingerprint": judges[n].fingerprint}
+                                       "fingerprint": judges[n].fingerprint,
+                                       "prices": (dataclasses.asdict(c.prices)
+                                                  if c.prices else None)}
                                       for c, n in zip(self.spec.judges, names)],
                             oracle_judge(self.task), self.spec.name, self.results_dir)
         self._count("report", True)

@@ -45,6 +45,37 @@ def judgment_key(judge_fp: dict, prompt: str, baseline: str, candidate: str) -> 
                          "baseline": baseline, "candidate": candidate})
 
 
+# ------------------------------------------------------------------ which models meet
+
+def battle_plan(labels: list[str], baseline: str, mode: str = "baseline",
+                anchors: int = 0) -> list[tuple[str, str]]:
+    """The (first, second) model pairs the judge stage judges, in a fixed order.
+
+    'baseline': every model against the baseline (AlpacaEval, Arena-Hard). 'all': every
+    pair, Chatbot-Arena style. 'anchors' (K > 0): each model against the baseline and K
+    others, picked by a content hash of the pair so the choice is deterministic and a
+    pair's membership does not change when an unrelated model joins the experiment.
+    The baseline (or, between two candidates, the model listed first) takes the first
+    position; the judges handle position bias themselves (random or both orders).
+    """
+    others = [m for m in labels if m != baseline]
+    plan = [(baseline, m) for m in others]
+    if mode == "all":
+        plan += [(a, b) for i, a in enumerate(others) for b in others[i + 1:]]
+    elif mode == "anchors":
+        order = {m: i for i, m in enumerate(others)}
+        chosen: set[tuple[str, str]] = set()
+        for m in others:
+            rivals = sorted((o for o in others if o != m),
+                            key=lambda o: content_hash({"anchor-pair": sorted([m, o])}))
+            for o in rivals[:anchors]:
+                chosen.add((m, o) if order[m] < order[o] else (o, m))
+        plan += sorted(chosen, key=lambda ab: (order[ab[0]], order[ab[1]]))
+    elif mode != "baseline":
+        raise ValueError(f"unknown pairing mode {mode!r}")
+    return plan
+
+
 # ------------------------------------------------------------------ the read side
 
 

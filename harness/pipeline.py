@@ -385,6 +385,22 @@ class Experiment:
                               style_rounds=r.style_bootstrap_rounds, embedder=embedder,
                               vocab_size=vocab)
 
+    def model_identities(self) -> dict[str, dict[str, str | None]]:
+        """label -> content identity of the model and of the base it was tuned from.
+
+        What judge quality compares with the judge model's identity to measure
+        self-preference (a judge that is one of the candidates, or their base).
+        """
+        from harness.base_models import model_fingerprint
+
+        base_dir = getattr(self.task, "base_model_dir", None)
+        base = model_fingerprint(base_dir) if base_dir else None
+        models = self.models()
+        ref = model_fingerprint(models[0].path)
+        return {m.label: {"identity": model_fingerprint(m.path),
+                          "base_identity": base or (None if m.run is None else ref)}
+                for m in models}
+
     def report(self) -> list[dict[str, Any]]:
         from evaluators.pareto import write_pareto
 
@@ -409,7 +425,8 @@ class Experiment:
                                        "prices": (dataclasses.asdict(c.prices)
                                                   if c.prices else None)}
                                       for c, n in zip(self.spec.judges, names)],
-                            oracle_judge(self.task), self.spec.name, self.results_dir)
+                            oracle_judge(self.task), self.spec.name, self.results_dir,
+                            models=self.model_identities())
         self._count("report", True)
         return records
 

@@ -85,43 +85,63 @@ def _lc_draws(m: ModelResults, judge: str, prompts: list[str], weights: np.ndarr
     return point, draws
 
 
+def _difficulty(results: list[ModelResults], judge: str) -> dict[str, float] | None:
+    import pandas as pd
+
+    from evaluators.length_control import instruction_difficulty
+
+    frames = [f for f in (_lc_rows(m, judge) for m in results if not m.is_baseline)
+              if not f.empty]
+    if not frames:
+        return None
+    return instruction_difficulty(pd.concat(frames)[["prompt_id", "model", "preference"]])
+
+
+class _Draws:
+    """Each model's point and bootstrap draws per metric, computed once per model."""
+
+    def __init__(self, results: list[ModelResults], judge: str, rounds: int, seed: int,
+                 with_lc: bool) -> None:
+        self.by_label = {m.label: m for m in results}
+        self.judge = judge
+        self.prompts = sorted({s["prompt_id"] for m in results for s in m.samples})
+        self.weights = prompt_weights(len(self.prompts), rounds, seed)
+        self.difficulty = _difficulty(results, judge) if with_lc else None
+        self.cache: dict[tuple[str, str], tuple[float | None, np.ndarray]] = {}
+
+    def get(self, label: str, metric: str) -> tuple[float | None, np.ndarray]:
+        if (label, metric) not in self.cache:
+            m = self.by_label[label]
+            if metric == "lc_win_rate":
+                point, draws = _lc_draws(m, self.judge, self.prompts, self.weights,
+                                         self.difficulty)
+                draws = draws[:LC_ROUNDS]
+            else:
+                point, draws = _draws(_values(m, metric, self.judge), self.prompts,
+                                      self.weights)
+            self.cache[label, metric] = point, draws
+        return self.cache[label, metric]
+
+
 def head_to_head(results: list[ModelResults], a: str, b: str, judge: str, rounds: int = 1000,
-                 seed: int = 0, with_lc: bool = True) -> list[dict[str, Any]]:
+                 seed: int = 0, with_lc: bool = True,
+                 draws: _Draws | None = None) -> list[dict[str, Any]]:
     """One row per metric: A's value, B's, the paired difference, its interval and p-values."""
     from evaluators.stats import paired_bootstrap, sign_test
 
-    by_label = {m.label: m for m in results}
+    labels = [m.label for m in results]
     for label in (a, b):
-        if label not in by_label:
+        if label not in labels:
             raise InputError(f"no model '{label}' in this experiment; models: "
-                             f"{', '.join(by_label)}")
+                             f"{', '.join(labels)}")
     if a == b:
         raise InputError(f"compare needs two different models, got '{a}' twice")
-    prompts = sorted({s["prompt_id"] for m in results for s in m.samples})
-    weights = prompt_weights(len(prompts), rounds, seed)
-    difficulty = None
-    if with_lc:
-        import pandas as pd
-
-        from evaluators.length_control import instruction_difficulty
-
-        frames = [_lc_rows(m, judge) for m in results if not m.is_baseline]
-        frames = [f for f in frames if not f.empty]
-        if frames:
-            difficulty = instruction_difficulty(
-                pd.concat(frames)[["prompt_id", "model", "preference"]])
+    draws = draws or _Draws(results, judge, rounds, seed, with_lc)
     rows = []
     for metric in METRICS:
-        if metric == "lc_win_rate":
-            if not with_lc:
-                continue
-            pa, da = _lc_draws(by_label[a], judge, prompts, weights, difficulty)
-            pb, db = _lc_draws(by_label[b], judge, prompts, weights, difficulty)
-            keep = slice(0, min(LC_ROUNDS, rounds))
-            da, db = da[keep], db[keep]
-        else:
-            pa, da = _draws(_values(by_label[a], metric, judge), prompts, weights)
-            pb, db = _draws(_values(by_label[b], metric, judge), prompts, weights)
+        if metric == "lc_win_rate" and not with_lc:
+            continue
+        (pa, da), (pb, db) = draws.get(a, metric), draws.get(b, metric)
         row: dict[str, Any] = {"metric": metric, "a": a, "b": b, "value_a": pa, "value_b": pb}
         if pa is None or pb is None:
             row.update(diff=None, ci_low=None, ci_high=None, p_value=None)
@@ -130,8 +150,8 @@ def head_to_head(results: list[ModelResults], a: str, b: str, judge: str, rounds
         row["bootstrap_rounds"] = int(len(da))
         if metric != "lc_win_rate":
             row.update({f"sign_{k}": v for k, v in sign_test(
-                _prompt_means(_values(by_label[a], metric, judge)),
-                _prompt_means(_values(by_label[b], metric, judge))).items()})
+                _prompt_means(_values(draws.by_label[a], metric, judge)),
+                _prompt_means(_values(draws.by_label[b], metric, judge))).items()})
         rows.append(row)
     return rows
 
@@ -159,8 +179,9 @@ def compare_all(results: list[ModelResults], judge: str, rounds: int, seed: int,
                 with_lc: bool = False) -> list[dict[str, Any]]:
     """head_to_head for every pair of models, p-values Holm-adjusted per metric."""
     rows = []
+    draws = _Draws(results, judge, rounds, seed, with_lc)
     for a, b in itertools.combinations([m.label for m in results], 2):
-        rows += head_to_head(results, a, b, judge, rounds, seed, with_lc)
+        rows += head_to_head(results, a, b, judge, rounds, seed, with_lc, draws)
     for metric in METRICS:
         sub = [r for r in rows if r["metric"] == metric]
         for r, p in zip(sub, holm([r.get("p_value") for r in sub])):

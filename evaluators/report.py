@@ -169,10 +169,10 @@ def _style_controlled(frame: Any, labels: list[str], anchor: str, prompts: list[
     import pandas as pd
 
     from evaluators.stats import style_controlled_ratings
-    from evaluators.style import style_features
+    from evaluators.style import style_feature_table
 
-    feats = pd.DataFrame([style_features(a, b) for a, b in zip(frame["text_a"], frame["text_b"])],
-                         index=frame.index)
+    feats = style_feature_table(list(frame["text_a"]), list(frame["text_b"]))
+    feats.index = frame.index
     data = pd.concat([frame[["prompt_id", "model_a", "model_b", "p_b"]], feats], axis=1)
     ratings, _ = style_controlled_ratings(data, labels, anchor, list(feats.columns),
                                           rounds=settings.style_rounds, seed=settings.seed,

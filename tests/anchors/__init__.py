@@ -1,0 +1,1 @@
+"""Verbatim copies of reference implementations that the statistics tests compare against."""

@@ -2,7 +2,14 @@
 
 SPO's softness is alpha (higher = higher-entropy optimum); DPO-family methods are swept
 over beta. For every method swept over one of these, the report writes `softness.csv`,
-`softness.md` and `softness.png` (win rate, reward, entropy and diversity against the knob).
+`softness.md`, `softness.json` and `softness.png` (win rate, reward, entropy and diversity
+against the knob), with the records' 95% prompt-bootstrap intervals (`<key>_ci_low/_ci_high`)
+as columns, bracketed in the table and as error bars in the plot.
+
+Several seeds of one configuration: the plot shows the mean over seeds, and its error bar is
+the hull of the seeds' intervals (lowest low to highest high). The hull is conservative: it
+covers every seed's interval and so also part of the spread between seeds, which a mean of
+the intervals would hide. The table keeps one row per seed.
 """
 
 from __future__ import annotations
@@ -16,8 +23,13 @@ from harness.jsonio import write_json, write_text_atomic
 KNOBS = ("alpha", "beta")
 PANELS = [("win_rate", "win rate vs baseline (%)"), ("mean_reward", "mean reward"),
           ("entropy", "sequence entropy (nats)"), ("distinct_1", "distinct-1"),
-          ("distinct_2", "distinct-2"),
+          ("distinct_2", "distinct-2"), ("ead", "EAD (Kirk et al., n = 1..5)"),
+          ("embedding_diversity", "embedding diversity (1 - cos)"),
           ("kl_to_ref", "KL to reference (nats)"), ("exact_entropy", "exact entropy (nats)")]
+
+
+def _interval(key: str) -> tuple[str, str]:
+    return f"{key}_ci_low", f"{key}_ci_high"
 
 
 def softness_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -32,26 +44,32 @@ def softness_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for r in sorted(runs, key=lambda r: (r["params"].get(knob, math.inf), r["seed"])):
                 row = {"method": method, "knob": knob, "value": r["params"][knob],
                        "label": r["label"], "seed": r["seed"]}
-                row.update({k: r.get(k) for k, _ in PANELS})
+                for k, _ in PANELS:
+                    low, high = _interval(k)
+                    row.update({k: r.get(k), low: r.get(low), high: r.get(high)})
                 rows.append(row)
             break
     return rows
 
 
 def write_softness(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """softness.csv / .md / .json / .png for the swept methods; [] when nothing is swept."""
     rows = softness_rows(records)
     if not rows:
         return []
     import pandas as pd
 
     frame = pd.DataFrame(rows)
+    for k, _ in PANELS:     # None -> NaN, so an empty interval column still aggregates
+        for c in (k, *_interval(k)):
+            frame[c] = pd.to_numeric(frame[c], errors="coerce")
     panels = [(k, t) for k, t in PANELS if frame[k].notna().any()]
-    frame.to_csv(out_dir / "softness.csv", index=False)
+    write_text_atomic(out_dir / "softness.csv", frame.to_csv(index=False))
     cols = ["method", "knob", "value", "seed"] + [k for k, _ in panels]
     lines = ["# Diversity vs softness", "", "| " + " | ".join(cols) + " |",
              "|" + "---|" * len(cols)]
     for row in rows:
-        lines.append("| " + " | ".join(_fmt(row[c]) for c in cols) + " |")
+        lines.append("| " + " | ".join(_cell(row, c) for c in cols) + " |")
     write_text_atomic(out_dir / "softness.md", "\n".join(lines) + "\n")
     write_json(out_dir / "softness.json", rows)
     _plot(frame, panels, out_dir / "softness.png")
@@ -62,6 +80,29 @@ def _fmt(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _cell(row: dict[str, Any], key: str) -> str:
+    """The value, with its interval in brackets where the record has one."""
+    low, high = (row.get(k) for k in _interval(key))
+    if _missing(row.get(key)) or _missing(low) or _missing(high):
+        return _fmt(row.get(key))
+    return f"{_fmt(row[key])} [{_fmt(float(low))}, {_fmt(float(high))}]"
+
+
+def seed_aggregate(group: Any, key: str) -> Any:
+    """Per knob value over the seeds of one (method, knob): mean of `key` and the hull of the
+    seeds' intervals (NaN where no seed has one). A frame indexed by value: mean, low, high."""
+    low, high = _interval(key)
+    by_value = group.groupby("value")
+    out = by_value[key].mean().to_frame("mean")
+    out["low"] = by_value[low].min() if low in group else math.nan
+    out["high"] = by_value[high].max() if high in group else math.nan
+    return out
 
 
 def _plot(frame, panels, path: Path) -> None:
@@ -75,8 +116,15 @@ def _plot(frame, panels, path: Path) -> None:
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
     for ax, (key, title) in zip(axes.flat, panels):
         for (method, knob), group in frame.groupby(["method", "knob"]):
-            mean = group.groupby("value")[key].mean()
-            ax.plot(mean.index, mean.values, marker="o", label=f"{method} ({knob})")
+            agg = seed_aggregate(group, key)
+            # bars only where both ends are known; a percentile interval of a ratio need not
+            # contain the mean, so the lengths are clipped at 0 to stay drawable
+            known = agg["low"].notna() & agg["high"].notna()
+            below = (agg["mean"] - agg["low"]).clip(lower=0).where(known, 0.0)
+            above = (agg["high"] - agg["mean"]).clip(lower=0).where(known, 0.0)
+            ax.errorbar(agg.index, agg["mean"], yerr=[below.values, above.values]
+                        if known.any() else None, marker="o", capsize=3, elinewidth=0.8,
+                        label=f"{method} ({knob})")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("softness: alpha (SPO) / beta")
         ax.set_title(title)

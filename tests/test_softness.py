@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from evaluators.softness import softness_rows, write_softness
+import json
+import math
+
+import pandas as pd
+
+from evaluators.softness import seed_aggregate, softness_rows, write_softness
 
 
-def _rec(method, params, **metrics):
-    base = {"method": method, "params": params, "label": method, "seed": 0}
+def _rec(method, params, seed=0, **metrics):
+    base = {"method": method, "params": params, "label": method, "seed": seed}
     return {**base, **{"win_rate": None, "mean_reward": None, "entropy": None,
-                       "distinct_1": None, "distinct_2": None, "kl_to_ref": None, "exact_entropy": None}, **metrics}
+                       "distinct_1": None, "distinct_2": None, "kl_to_ref": None,
+                       "exact_entropy": None}, **metrics}
 
 
 def test_rows_cover_swept_methods_only_sorted_by_knob():
@@ -30,3 +36,47 @@ def test_write_softness_makes_table_and_png(tmp_path):
     md = (tmp_path / "softness.md").read_text()
     assert "| spo | alpha | 0.5 | 0 | 50.5 |" in md
     assert write_softness([_rec("dpo", {"beta": 0.1})], tmp_path / "none") == []
+
+
+def test_intervals_reach_table_csv_json_and_new_panels(tmp_path):
+    records = [_rec("spo", {"alpha": a}, win_rate=50 + a, win_rate_ci_low=40 + a,
+                    win_rate_ci_high=60 + a, ead=0.5 * a, ead_ci_low=0.4 * a,
+                    ead_ci_high=0.6 * a, embedding_diversity=0.3, entropy=a)
+               for a in (0.5, 1.0, 2.0)]
+    write_softness(records, tmp_path)
+    md = (tmp_path / "softness.md").read_text()
+    header = md.splitlines()[2]
+    assert "ead" in header and "embedding_diversity" in header
+    # value [low, high] where the record has an interval, the bare value where it has none
+    assert "| spo | alpha | 0.5 | 0 | 50.5 [40.5, 60.5] | 0.5 | 0.25 [0.2, 0.3] | 0.3 |" in md
+    frame = pd.read_csv(tmp_path / "softness.csv")
+    for col in ("win_rate_ci_low", "win_rate_ci_high", "ead_ci_low", "embedding_diversity_ci_high",
+                "distinct_1_ci_low"):
+        assert col in frame.columns
+    assert frame["win_rate_ci_high"].tolist() == [60.5, 61.0, 62.0]
+    rows = json.loads((tmp_path / "softness.json").read_text())
+    assert rows[0]["ead_ci_low"] == 0.2 and rows[0]["entropy_ci_low"] is None
+
+
+def test_seeds_average_and_error_bar_is_the_hull():
+    records = [_rec("spo", {"alpha": 1.0}, seed=0, win_rate=50.0, win_rate_ci_low=45.0,
+                    win_rate_ci_high=56.0),
+               _rec("spo", {"alpha": 1.0}, seed=1, win_rate=60.0, win_rate_ci_low=52.0,
+                    win_rate_ci_high=66.0),
+               _rec("spo", {"alpha": 2.0}, seed=0, win_rate=70.0)]
+    frame = pd.DataFrame(softness_rows(records))
+    for c in ("win_rate", "win_rate_ci_low", "win_rate_ci_high"):
+        frame[c] = pd.to_numeric(frame[c], errors="coerce")
+    agg = seed_aggregate(frame, "win_rate")
+    assert agg.loc[1.0].tolist() == [55.0, 45.0, 66.0]     # mean; lowest low, highest high
+    assert agg.loc[2.0, "mean"] == 70.0 and math.isnan(agg.loc[2.0, "low"])
+
+
+def test_plot_with_partial_intervals(tmp_path):
+    records = [_rec("spo", {"alpha": a}, seed=s, win_rate=50.0 + s, entropy=a,
+                    entropy_ci_low=(a - 0.1) if s else None,
+                    entropy_ci_high=(a + 0.1) if s else None)
+               for a in (0.5, 1.0) for s in (0, 1)]
+    paths = write_softness(records, tmp_path)
+    assert (tmp_path / "softness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(paths) == 3 and not list(tmp_path.glob(".*tmp*"))

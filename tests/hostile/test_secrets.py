@@ -23,6 +23,18 @@ from harness.secrets import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _restore_registry():
+    """Forget what a test registered: the registry is process-wide, and hypothesis draws
+    strings from constants of the code under test, so a registered "secret" can be an
+    ordinary word ("logprobs") that later tests' messages must still show."""
+    import harness.secrets as registry
+
+    saved = registry._secrets
+    yield
+    registry._secrets = saved
+
+
 def fresh(prefix: str = "sk-") -> str:
     """A secret no other test registered (the registry is process-wide)."""
     return prefix + stdlib_secrets.token_hex(12)

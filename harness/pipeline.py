@@ -291,8 +291,16 @@ class Experiment:
         from evaluators.scoring import exact_distributions, logp_scores, pointwise_scores
 
         models, units = self.models(), self.units
+        embedder = None
+        if self.spec.report.embedding_diversity:
+            from evaluators.diversity import load_embedder, store_embeddings
+
+            embedder = load_embedder()  # None (with a note) where the package is missing
         for model in self._bar(models, desc="score", leave=False):
             gens = units.generations(model.key)
+            if embedder is not None:  # once per model's answers; the report reads them
+                self._count("score", store_embeddings(self.store, embedder,
+                                                      [g["text"] for g in gens]))
             for scorer in self.scorers():
                 c, s = pointwise_scores(self.store, scorer, gens)
                 self._count("score", True, c)
@@ -369,21 +377,26 @@ class Experiment:
         return results, battles
 
     def report_settings(self) -> Any:
+        from evaluators.diversity import load_embedder, stored_embedder
         from evaluators.report import ReportSettings
+        from harness.base_models import load_tokenizer
 
         r = self.spec.report
-        embedder = None
-        if r.embedding_diversity:
-            from evaluators.diversity import load_embedder
-
-            embedder = load_embedder()
-        from harness.base_models import load_tokenizer
+        embedder, embedders = None, {}
+        if r.embedding_diversity:  # the score stage's vectors; the model only for what lacks them
+            for m in self.models():
+                found = stored_embedder(self.store, [g["text"] for g in
+                                                     self.units.generations(m.key)])
+                if found is not None:
+                    embedders[m.label] = found
+            if len(embedders) < len(self.models()):
+                embedder = load_embedder()
 
         vocab = len(load_tokenizer(self.assets.reference_dir))
         return ReportSettings(rounds=r.bootstrap_rounds, seed=r.bootstrap_seed,
                               style_control=r.style_control,
                               style_rounds=r.style_bootstrap_rounds, embedder=embedder,
-                              vocab_size=vocab)
+                              embedders=embedders, vocab_size=vocab)
 
     def model_identities(self) -> dict[str, dict[str, str | None]]:
         """label -> content identity of the model and of the base it was tuned from.
@@ -402,10 +415,9 @@ class Experiment:
                 for m in models}
 
     def report(self) -> list[dict[str, Any]]:
-        from evaluators.pareto import write_pareto
-
         from evaluators.collect import judge_names
         from evaluators.judge_quality import oracle_judge, write_judge_quality
+        from evaluators.pareto import write_pareto
         from evaluators.report import leaderboard_records, write_leaderboard
         from evaluators.seeds import write_by_config
         from evaluators.softness import write_softness

@@ -498,11 +498,16 @@ def _convert(value: Any, tp: Any, path: str, err: Err,
             return None
         inner = [a for a in args if a is not type(None)]
         first: InputError | None = None
+        shaped: InputError | None = None  # the error of the option the value is shaped like
         for option in inner:
             try:
                 return _convert(value, option, path, err, limits)
             except InputError as exc:
                 first = first or exc
+                if isinstance(value, dict) and dataclasses.is_dataclass(option):
+                    shaped = shaped or exc
+        if shaped is not None:  # {anchors: 0} is a bad mapping, not a bad string
+            raise shaped
         if len(inner) == 1 or first is None:
             raise typing.cast(InputError, first)
         raise err(path, f"expected {' or '.join(map(_type_name, args))}, got "

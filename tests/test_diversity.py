@@ -316,3 +316,23 @@ def test_real_minilm_offline_agrees_with_kirk() -> None:
     for k in ours:
         assert ours[k] == pytest.approx(theirs[k], abs=1e-6)
     assert ours["paraphrase"] < 0.3 < 0.7 < ours["unrelated"]
+
+
+def test_stored_embeddings_give_the_same_diversity_and_are_computed_once(tmp_path) -> None:
+    from evaluators.diversity import stored_embedder, store_embeddings
+    from harness.store import Store
+
+    store = Store(tmp_path)
+    rows = _samples(5)
+    texts = [r["text"] for r in rows]
+    assert stored_embedder(store, texts) is None  # nothing stored yet
+    assert store_embeddings(store, FakeEmbedder(), texts) is True
+    assert store_embeddings(store, FakeEmbedder(), texts) is False  # content-keyed: reused
+    lookup = stored_embedder(store, texts)
+    direct = sample_metrics(rows, rounds=50, seed=0, embedder=FakeEmbedder())
+    stored = sample_metrics(rows, rounds=50, seed=0, embedder=lookup)
+    for key in ("embedding_diversity", "embedding_diversity_cross_input",
+                "embedding_diversity_ci_low", "embedding_diversity_ci_high"):
+        assert stored[key] == pytest.approx(direct[key], abs=1e-6), key  # float32 storage
+    # a different set of answers is a different unit
+    assert stored_embedder(store, texts[:-1]) is None

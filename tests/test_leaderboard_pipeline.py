@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from tests.conftest import TINY_SPEC, assert_input_error, assert_ok, cli, leaderboard, write_spec
+from tests.conftest import TINY_BASE, assert_input_error, assert_ok, cli, leaderboard, write_spec
 
-SPEC = TINY_SPEC.replace("seeds: [0]", "seeds: [0, 1]") + """\
+SPEC = TINY_BASE.replace("seeds: [0]", "seeds: [0, 1]") + """\
 judges: [{name: oracle}, {name: oracle, params: {scale: 2.0}}]
 scorers: [{name: oracle}, {name: length}]
 judging: {pairs: all, gamed_baseline: true}

@@ -30,6 +30,7 @@ from harness.spec import (
     MAX_RUNS,
     SEED_LIMITS,
     GenerationSpec,
+    ReportSpec,
     TrainingSpec,
     load_spec,
 )
@@ -56,6 +57,7 @@ FIELD_LINE = 7
 SECTIONS: list[tuple[str, str, type]] = [
     ("training", "bandit", TrainingSpec),
     ("generation", "bandit", GenerationSpec),
+    ("report", "bandit", ReportSpec),
     ("task_options", "bandit", BanditOptions),
     ("task_options", "sentiment", SentimentOptions),
 ]

@@ -410,7 +410,9 @@ class Experiment:
         base = model_fingerprint(base_dir) if base_dir else None
         models = self.models()
         ref = model_fingerprint(models[0].path)
-        return {m.label: {"identity": model_fingerprint(m.path),
+        # A trained checkpoint is identified by its run key: its folder also holds the run's
+        # metadata (timings), so a file hash would differ between two identical trainings.
+        return {m.label: {"identity": ref if m.run is None else f"run:{m.key}",
                           "base_identity": base or (None if m.run is None else ref)}
                 for m in models}
 

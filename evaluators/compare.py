@@ -62,9 +62,26 @@ def _lc_rows(m: ModelResults, judge: str) -> Any:
                          for j in m.judged.get(judge, []) if j.ok])
 
 
+def _replicate(frame: Any, prompts: list[str], counts: np.ndarray) -> Any:
+    """The rows of `frame` as one prompt resample draws them (each prompt `count` times)."""
+    import pandas as pd
+
+    if frame is None or frame.empty:
+        return frame
+    by_prompt = dict(tuple(frame.groupby("prompt_id")))
+    parts = [by_prompt[p] for p, k in zip(prompts, counts) if p in by_prompt
+             for _ in range(int(k))]
+    return pd.concat(parts, ignore_index=True) if parts else frame.iloc[:0]
+
+
 def _lc_draws(m: ModelResults, judge: str, prompts: list[str], weights: np.ndarray,
-              difficulty: dict[str, float] | None) -> tuple[float | None, np.ndarray]:
-    """LC point and its value on each of the first LC_ROUNDS resamples (rows replicated)."""
+              difficulty: dict[str, float] | None,
+              gamed: Any = None) -> tuple[float | None, np.ndarray]:
+    """LC point and its value on each of the first LC_ROUNDS resamples (rows replicated).
+
+    The gamed baseline rows, when there are any, are resampled with the same prompts, so
+    the point is the leaderboard's LC (same variant) and each round refits that GLM.
+    """
     from evaluators.length_control import lc_win_rate
 
     if m.is_baseline:
@@ -72,15 +89,12 @@ def _lc_draws(m: ModelResults, judge: str, prompts: list[str], weights: np.ndarr
     rows = _lc_rows(m, judge)
     if rows.empty:
         return None, np.full(len(weights), np.nan)
-    point = lc_win_rate(rows, difficulty)["lc_win_rate"]
-    by_prompt = {p: g for p, g in rows.groupby("prompt_id")}
+    point = lc_win_rate(rows, difficulty, gamed)["lc_win_rate"]
     draws = np.full(len(weights), np.nan)
     for r, w in enumerate(weights[:LC_ROUNDS]):
-        import pandas as pd
-
-        parts = [by_prompt[p] for p, k in zip(prompts, w) if p in by_prompt for _ in range(int(k))]
-        if parts:
-            value = lc_win_rate(pd.concat(parts, ignore_index=True), difficulty)["lc_win_rate"]
+        sample = _replicate(rows, prompts, w)
+        if not sample.empty:
+            value = lc_win_rate(sample, difficulty, _replicate(gamed, prompts, w))["lc_win_rate"]
             draws[r] = np.nan if value is None else value
     return point, draws
 
@@ -101,12 +115,13 @@ class _Draws:
     """Each model's point and bootstrap draws per metric, computed once per model."""
 
     def __init__(self, results: list[ModelResults], judge: str, rounds: int, seed: int,
-                 with_lc: bool) -> None:
+                 with_lc: bool, gamed: Any = None) -> None:
         self.by_label = {m.label: m for m in results}
         self.judge = judge
         self.prompts = sorted({s["prompt_id"] for m in results for s in m.samples})
         self.weights = prompt_weights(len(self.prompts), rounds, seed)
         self.difficulty = _difficulty(results, judge) if with_lc else None
+        self.gamed = gamed
         self.cache: dict[tuple[str, str], tuple[float | None, np.ndarray]] = {}
 
     def get(self, label: str, metric: str) -> tuple[float | None, np.ndarray]:
@@ -114,7 +129,7 @@ class _Draws:
             m = self.by_label[label]
             if metric == "lc_win_rate":
                 point, draws = _lc_draws(m, self.judge, self.prompts, self.weights,
-                                         self.difficulty)
+                                         self.difficulty, self.gamed)
                 draws = draws[:LC_ROUNDS]
             else:
                 point, draws = _draws(_values(m, metric, self.judge), self.prompts,
@@ -124,9 +139,13 @@ class _Draws:
 
 
 def head_to_head(results: list[ModelResults], a: str, b: str, judge: str, rounds: int = 1000,
-                 seed: int = 0, with_lc: bool = True,
-                 draws: _Draws | None = None) -> list[dict[str, Any]]:
-    """One row per metric: A's value, B's, the paired difference, its interval and p-values."""
+                 seed: int = 0, with_lc: bool = True, draws: _Draws | None = None,
+                 gamed: Any = None) -> list[dict[str, Any]]:
+    """One row per metric: A's value, B's, the paired difference, its interval and p-values.
+
+    `gamed`: the judge's gamed-baseline rows (`Battles.gamed` as a DataFrame), so that LC is
+    the leaderboard's variant.
+    """
     from evaluators.stats import paired_bootstrap, sign_test
 
     labels = [m.label for m in results]
@@ -136,7 +155,7 @@ def head_to_head(results: list[ModelResults], a: str, b: str, judge: str, rounds
                              f"{', '.join(labels)}")
     if a == b:
         raise InputError(f"compare needs two different models, got '{a}' twice")
-    draws = draws or _Draws(results, judge, rounds, seed, with_lc)
+    draws = draws or _Draws(results, judge, rounds, seed, with_lc, gamed)
     rows = []
     for metric in METRICS:
         if metric == "lc_win_rate" and not with_lc:
@@ -176,10 +195,10 @@ def holm(p_values: list[float | None]) -> list[float | None]:
 
 
 def compare_all(results: list[ModelResults], judge: str, rounds: int, seed: int,
-                with_lc: bool = False) -> list[dict[str, Any]]:
+                with_lc: bool = False, gamed: Any = None) -> list[dict[str, Any]]:
     """head_to_head for every pair of models, p-values Holm-adjusted per metric."""
     rows = []
-    draws = _Draws(results, judge, rounds, seed, with_lc)
+    draws = _Draws(results, judge, rounds, seed, with_lc, gamed)
     for a, b in itertools.combinations([m.label for m in results], 2):
         rows += head_to_head(results, a, b, judge, rounds, seed, with_lc, draws)
     for metric in METRICS:

@@ -230,16 +230,20 @@ def _compare(experiment, models, every_pair, judge_name, no_lc, overrides, resul
     judge = judge_name or spec.report.primary_judge or names[0]
     if judge not in names:
         raise InputError(f"--judge '{judge}' is not one of the judges: {', '.join(names)}")
-    results, _ = exp.results()
+    import pandas as pd
+
+    results, battles = exp.results()
+    gamed = pd.DataFrame(battles[judge].gamed) if battles[judge].gamed else None
     r = spec.report
     if every_pair:
-        rows = compare_all(results, judge, r.bootstrap_rounds, r.bootstrap_seed, not no_lc)
+        rows = compare_all(results, judge, r.bootstrap_rounds, r.bootstrap_seed, not no_lc,
+                           gamed)
         write_compare(rows, exp.results_dir, judge)
         click.echo(format_rows(rows))
         click.echo(f"wrote {exp.results_dir / 'compare.md'}")
     else:
         rows = head_to_head(results, models[0], models[1], judge, r.bootstrap_rounds,
-                            r.bootstrap_seed, not no_lc)
+                            r.bootstrap_seed, not no_lc, gamed=gamed)
         click.echo(format_rows(rows))
 
 

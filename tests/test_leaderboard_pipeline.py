@@ -68,11 +68,16 @@ def test_compare_two_models_and_every_pair(board):
     proc = cli("compare", spec, "dpo(beta=1)/seed=0", "sft", "--results-dir", results)
     assert_ok(proc)
     assert "win_rate" in proc.stdout and "lc_win_rate" in proc.stdout
-    proc = cli("compare", spec, "--all", "--no-lc", "--results-dir", results)
+    proc = cli("compare", spec, "--all", "--results-dir", results, timeout=900)
     assert_ok(proc)
     rows = json.loads((results / "compare.json").read_text())
     assert len({(r["a"], r["b"]) for r in rows}) == 10  # C(5, 2)
     assert all("p_holm" in r for r in rows)
+    # compare's values are the leaderboard's (same judge, same LC variant)
+    board = {r["label"]: r for r in leaderboard(results)}
+    for r in rows:
+        if r["a"] != "sft" and r["metric"] in ("win_rate", "lc_win_rate"):
+            assert r["value_a"] == pytest.approx(board[r["a"]][r["metric"]]), r
 
 
 @pytest.mark.parametrize("args,fragment", [

@@ -319,7 +319,7 @@ def test_real_minilm_offline_agrees_with_kirk() -> None:
 
 
 def test_stored_embeddings_give_the_same_diversity_and_are_computed_once(tmp_path) -> None:
-    from evaluators.diversity import stored_embedder, store_embeddings
+    from evaluators.diversity import store_embeddings, stored_embedder
     from harness.store import Store
 
     store = Store(tmp_path)

@@ -5,7 +5,7 @@ primary judge's; every judge also has its own prefixed set (`<judge>:win_rate`, 
 every scorer its mean and standard error (`<scorer>:mean_reward`, `..._se`), so a leaderboard
 with an LLM judge and the oracle shows both. How each number is computed, and which anchor
 it equals, is the README's "Statistics" section; the code of each lives in `stats`
-(win rates, Bradley-Terry, style control), `length_control` (AlpacaEval 2's LC) and
+(win rates), `ratings` (Bradley-Terry, style control), `length_control` (AlpacaEval 2's LC) and
 `diversity` (sample metrics). Every interval draws the same prompt resamples
 (`evaluators.bootstrap`), seeded by `report.bootstrap_seed`.
 """
@@ -122,7 +122,8 @@ def _judge_columns(results: list[ModelResults], battles: Battles | None, name: s
     import pandas as pd
 
     from evaluators.length_control import instruction_difficulty, lc_win_rate
-    from evaluators.stats import bradley_terry_ratings, win_rate_stats
+    from evaluators.ratings import bradley_terry_ratings
+    from evaluators.stats import win_rate_stats
 
     base = next(m for m in results if m.is_baseline)
     out: dict[str, dict[str, Any]] = {}
@@ -170,7 +171,7 @@ def _style_controlled(frame: Any, labels: list[str], anchor: str, prompts: list[
                       settings: ReportSettings) -> dict[str, dict[str, Any]]:
     import pandas as pd
 
-    from evaluators.stats import style_controlled_ratings
+    from evaluators.ratings import style_controlled_ratings
     from evaluators.style import style_feature_table
 
     feats = style_feature_table(list(frame["text_a"]), list(frame["text_b"]))

@@ -26,15 +26,15 @@ from evaluators.bootstrap import (
     percentile_interval,
     prompt_weights,
 )
-from evaluators.stats import (
-    bootstrap_bt,
-    bradley_terry,
+from evaluators.ratings import (
     bradley_terry_draws,
     bradley_terry_ratings,
+    style_controlled_ratings,
+)
+from evaluators.stats import (
     paired_bootstrap,
     seed_prompt_bootstrap,
     sign_test,
-    style_controlled_ratings,
     win_rate,
     win_rate_draws,
     win_rate_stats,
@@ -111,17 +111,22 @@ def test_win_rate_empty() -> None:
 # ---------------------------------------------------------------------------- Bradley-Terry
 
 
+def _legacy(battles: list[tuple[int, int, float]], names: list[str],
+            prompts: list[str] | None = None) -> pd.DataFrame:
+    """(a, b, P(a beats b)) battles as the rating functions' frame (p_b = P(model_b wins))."""
+    prompts = prompts or [f"p{i:03d}" for i in range(len(battles))]
+    return pd.DataFrame({"prompt_id": prompts, "model_a": [names[b] for _, b, _ in battles],
+                         "model_b": [names[a] for a, _, _ in battles],
+                         "p_b": [p for _, _, p in battles]})
+
+
 def test_bt_two_models_p_three_quarters() -> None:
     """P(1 beats 0) = 0.75 means odds 3, i.e. 400 log10(3) Elo above the anchor."""
-    ratings = bradley_terry([(1, 0, 0.75)], n_models=2, anchor=0, ridge=0.0)
-    assert ratings[0] == pytest.approx(1000.0, abs=1e-9)
-    assert ratings[1] == pytest.approx(1000.0 + 400.0 * math.log10(3.0), abs=1e-6)
-
-
-def test_bt_two_models_default_ridge_is_negligible_with_many_battles() -> None:
-    battles = [(1, 0, 0.75)] * 500 + [(0, 1, 0.25)] * 500
-    ratings = bradley_terry(battles, n_models=2)
-    assert ratings[1] == pytest.approx(1000.0 + 400.0 * math.log10(3.0), abs=1e-3)
+    ratings = bradley_terry_ratings(_legacy([(1, 0, 0.75)], ["m0", "m1"]), ["m0", "m1"], "m0",
+                                    rounds=10)
+    assert ratings["m0"]["bt_rating"] == pytest.approx(1000.0, abs=1e-9)
+    assert ratings["m1"]["bt_rating"] == pytest.approx(1000.0 + 400.0 * math.log10(3.0),
+                                                       abs=1e-6)
 
 
 def _synthetic(theta: np.ndarray, repeats: int = 1) -> list[tuple[int, int, float]]:
@@ -136,66 +141,46 @@ def _synthetic(theta: np.ndarray, repeats: int = 1) -> list[tuple[int, int, floa
 @pytest.mark.parametrize("anchor", [0, 2])
 def test_bt_recovers_known_ratings(anchor: int) -> None:
     theta = np.array([0.0, 0.8, -0.6])
+    names = ["m0", "m1", "m2"]
     truth = 1000.0 + ELO * (theta - theta[anchor])
-    ratings = bradley_terry(_synthetic(theta), n_models=3, anchor=anchor, ridge=0.0)
-    np.testing.assert_allclose(ratings, truth, rtol=0, atol=1e-6)
-    assert ratings[anchor] == 1000.0
+    ratings = bradley_terry_ratings(_legacy(_synthetic(theta), names), names, names[anchor],
+                                    rounds=10)
+    np.testing.assert_allclose([ratings[m]["bt_rating"] for m in names], truth, atol=1e-6)
+    assert ratings[names[anchor]]["bt_rating"] == 1000.0
 
 
-def test_bt_default_ridge_bias_is_small() -> None:
-    theta = np.array([0.0, 0.8, -0.6])
-    ratings = bradley_terry(_synthetic(theta, repeats=50), n_models=3)
-    np.testing.assert_allclose(ratings, 1000.0 + ELO * theta, rtol=0, atol=1e-2)
-
-
-def test_bt_scale_and_init() -> None:
-    ratings = bradley_terry([(1, 0, 0.75)], n_models=2, ridge=0.0, scale=1.0,
-                            base=math.e, init=0.0)
-    np.testing.assert_allclose(ratings, [0.0, math.log(3.0)], atol=1e-9)
-
-
-def test_bt_clean_sweep_stays_finite() -> None:
-    """A model that wins every battle has an infinite MLE; the ridge keeps it finite."""
-    ratings = bradley_terry([(1, 0, 1.0)] * 3, n_models=2)
-    assert np.isfinite(ratings).all()
-    assert ratings[1] > ratings[0] + 400
-
-
-def _prompt_battles(seed: int = 0, n_prompts: int = 40) -> list[tuple[str, int, int, float]]:
+def _prompt_battles(seed: int = 0, n_prompts: int = 40) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     theta = np.array([0.0, 0.5, -0.3])
-    out = []
+    rows = []
     for k in range(n_prompts):
         for m in (1, 2):
             p = 1 / (1 + math.exp(-(theta[m] - theta[0])))
-            out.append((f"p{k:03d}", m, 0, float(rng.random() < p)))
-    return out
+            rows.append({"prompt_id": f"p{k:03d}", "model_a": "m0", "model_b": f"m{m}",
+                         "p_b": float(rng.random() < p)})
+    return pd.DataFrame(rows)
 
 
-def test_bootstrap_bt_interval_contains_point_and_is_deterministic() -> None:
-    battles = _prompt_battles()
-    point, low, high = bootstrap_bt(battles, n_models=3, anchor=0, rounds=100, seed=3)
-    assert point.shape == low.shape == high.shape == (3,)
-    assert np.all(low <= point + 1e-9) and np.all(point <= high + 1e-9)
-    assert np.all(high[1:] - low[1:] > 1.0)  # real uncertainty with 40 hard labels
-    # the anchor is pinned in every resample
-    assert low[0] == pytest.approx(1000.0) and high[0] == pytest.approx(1000.0)
-    # the point estimate is the plain fit on all battles
-    flat = [(a, b, p) for _, a, b, p in battles]
-    np.testing.assert_allclose(point, bradley_terry(flat, 3, 0))
-    again = bootstrap_bt(battles, n_models=3, anchor=0, rounds=100, seed=3)
-    for x, y in zip((point, low, high), again, strict=True):
-        np.testing.assert_array_equal(x, y)
-    other = bootstrap_bt(battles, n_models=3, anchor=0, rounds=100, seed=4)
-    assert not np.array_equal(low, other[1]) or not np.array_equal(high, other[2])
+def test_bt_interval_contains_point_and_is_deterministic() -> None:
+    battles, names = _prompt_battles(), ["m0", "m1", "m2"]
+    out = bradley_terry_ratings(battles, names, "m0", rounds=100, seed=3)
+    for m in names:
+        assert out[m]["bt_ci_low"] <= out[m]["bt_rating"] + 1e-9 <= out[m]["bt_ci_high"] + 2e-9
+    assert all(out[m]["bt_ci_high"] - out[m]["bt_ci_low"] > 1.0 for m in names[1:])
+    assert out["m0"]["bt_ci_low"] == pytest.approx(1000.0)  # the anchor is pinned
+    assert bradley_terry_ratings(battles, names, "m0", rounds=100, seed=3) == out
+    other = bradley_terry_ratings(battles, names, "m0", rounds=100, seed=4)
+    assert any(other[m]["bt_ci_low"] != out[m]["bt_ci_low"] for m in names[1:])
 
 
-def test_bootstrap_bt_independent_of_battle_order() -> None:
-    battles = _prompt_battles(seed=1)
-    a = bootstrap_bt(battles, n_models=3, rounds=30, seed=0)
-    b = bootstrap_bt(list(reversed(battles)), n_models=3, rounds=30, seed=0)
-    for x, y in zip(a, b, strict=True):
-        np.testing.assert_allclose(x, y, atol=1e-8)
+def test_bt_independent_of_battle_order() -> None:
+    battles, names = _prompt_battles(seed=1), ["m0", "m1", "m2"]
+    a = bradley_terry_ratings(battles, names, "m0", rounds=30, seed=0)
+    b = bradley_terry_ratings(battles.iloc[::-1].reset_index(drop=True), names, "m0",
+                              rounds=30, seed=0)
+    for m in names:
+        for k in ("bt_rating", "bt_ci_low", "bt_ci_high"):
+            assert a[m][k] == pytest.approx(b[m][k], abs=1e-8)
 
 
 # ============================================================================ issue 9: new API

@@ -22,6 +22,7 @@ class ExactPrompt:
     logprobs: np.ndarray        # log pi(y|x) of each enumerable answer
     rewards: np.ndarray         # the task's true reward of each answer
     target: np.ndarray | None   # the method's optimal log-probs (None: no closed form)
+    prompt: str = ""            # the prompt's text (pairs a model's row with the baseline's)
 
 
 @dataclass
@@ -152,5 +153,5 @@ def _exact(own: dict[str, list[float]], ref: dict[str, list[float]], task: Any,
             ref_lp = np.asarray(ref[prompt]) - np.logaddexp.reduce(ref[prompt])
             t = loss.optimal_logprobs(torch.tensor(r), torch.tensor(ref_lp))
             target = None if t is None else t.numpy()
-        rows.append(ExactPrompt(np.asarray(logp), r, target))
+        rows.append(ExactPrompt(np.asarray(logp), r, target, prompt))
     return rows

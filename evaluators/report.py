@@ -29,7 +29,7 @@ JUDGE_COLUMNS = ["win_rate", "win_rate_se", "win_rate_se_iid", "win_rate_ci_low"
                  "win_rate_ci_high", "discrete_win_rate", "lc_win_rate", "lc_standard_error",
                  "lc_variant", "bt_rating", "bt_ci_low", "bt_ci_high", "bt_separated",
                  "bt_direction", "bt_boot_missing", "bt_rating_sc", "bt_sc_ci_low",
-                 "bt_sc_ci_high", "n_judged", "n_failed"]
+                 "bt_sc_ci_high", "exact_win_rate", "exact_bt_rating", "n_judged", "n_failed"]
 SAMPLE_COLUMNS = ["mean_reward", "mean_reward_ci_low", "mean_reward_ci_high", "n_scored",
                   "distinct_1", "distinct_2", "distinct_2_cross_input", "ead", "ead_cross_input",
                   "self_bleu", "embedding_diversity", "embedding_diversity_cross_input",
@@ -49,6 +49,9 @@ class ReportSettings:
     embedder: Any = None         # a SentenceTransformer, or None: no embedding diversity
     embedders: dict[str, Any] = field(default_factory=dict)  # label -> stored embeddings
     vocab_size: int = 50257      # V of expectation-adjusted distinct-n
+    # judge name -> the scale of its known preference function (the oracle), for the exact
+    # win rate and rating on enumerable tasks
+    oracle_scales: dict[str, float] = field(default_factory=dict)
 
 
 def _prompts(results: list[ModelResults]) -> list[str]:
@@ -164,6 +167,25 @@ def _judge_columns(results: list[ModelResults], battles: Battles | None, name: s
             out_sc = _style_controlled(frame, labels, base.label, prompts, settings)
             for label in labels:
                 out[label].update(out_sc.get(label, {}))
+    if name in settings.oracle_scales and all(m.exact for m in results):
+        out = _exact_columns(results, battles, settings.oracle_scales[name], out)
+    return out
+
+
+def _exact_columns(results: list[ModelResults], battles: Battles | None, scale: float,
+                   out: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The truth the judge's estimates target, from exact distributions (`evaluators.exact`)."""
+    from evaluators.exact import exact_bt_ratings, exact_win_rate
+
+    base = next(m for m in results if m.is_baseline)
+    exact = {m.label: m.exact for m in results}
+    pairs = sorted({(r["model_a"], r["model_b"]) for r in battles.rows}) if battles else []
+    pairs = pairs or [(base.label, m.label) for m in results if not m.is_baseline]
+    ratings = exact_bt_ratings(exact, pairs, base.label, scale)
+    for m in results:
+        out[m.label]["exact_win_rate"] = None if m.is_baseline else exact_win_rate(
+            m.exact, base.exact, scale)
+        out[m.label]["exact_bt_rating"] = ratings.get(m.label)
     return out
 
 

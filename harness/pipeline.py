@@ -377,6 +377,7 @@ class Experiment:
         return results, battles
 
     def report_settings(self) -> Any:
+        from evaluators.collect import judge_names
         from evaluators.diversity import load_embedder, stored_embedder
         from evaluators.report import ReportSettings
         from harness.base_models import load_tokenizer
@@ -393,10 +394,13 @@ class Experiment:
                 embedder = load_embedder()
 
         vocab = len(load_tokenizer(self.assets.reference_dir))
+        names = judge_names([j.name for j in self.spec.judges])
+        scales = {n: float(j.fingerprint["scale"]) for n, j in zip(names, self.judges())
+                  if j.fingerprint.get("judge") == "oracle-bt"}
         return ReportSettings(rounds=r.bootstrap_rounds, seed=r.bootstrap_seed,
                               style_control=r.style_control,
                               style_rounds=r.style_bootstrap_rounds, embedder=embedder,
-                              embedders=embedders, vocab_size=vocab)
+                              embedders=embedders, vocab_size=vocab, oracle_scales=scales)
 
     def model_identities(self) -> dict[str, dict[str, str | None]]:
         """label -> content identity of the model and of the base it was tuned from.

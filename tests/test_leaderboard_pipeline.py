@@ -46,6 +46,9 @@ def test_every_judge_every_scorer_and_every_pair_reach_the_leaderboard(board):
         # the gamed baseline answers were generated and judged: AlpacaEval's default GLM
         assert r["lc_variant"] == "length_controlled_v1", r
         assert r["bt_rating"] is not None or r["bt_separated"]
+        # the bandit's truth beside the estimates, per oracle judge (its own scale)
+        assert 0 < r["exact_win_rate"] < 100 and r["exact_bt_rating"] is not None
+        assert r["oracle:exact_win_rate"] != r["oracle#2:exact_win_rate"]
     # with all pairs judged, Bradley-Terry is no longer a transform of each win rate alone:
     # the store holds candidate-vs-candidate judgments: more than the baseline plan's at most
     # 2 judges x (4 models + 2 gamed kinds) x 12 slots (identical content shares one key)

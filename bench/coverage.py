@@ -2,12 +2,21 @@
 
 Trains the spec's runs once, then repeats generation, scoring and judging K times with
 different sampling seeds (`generation.seed` = base + k: every rerun's units are distinct and
-cached by content) and, for every run and every interval the leaderboard prints, counts the
-reruns whose interval contains the exact value (`evaluators.exact`, bandit only):
+cached by content) and, for every run (and every pair of runs) and every interval the
+harness prints, counts the reruns whose interval contains the exact value
+(`evaluators.exact`, bandit only):
 
 - win rate, bootstrap: [win_rate_ci_low, win_rate_ci_high] against exact_win_rate;
-- win rate, clustered SE: win_rate ± 1.96 · win_rate_se (a Wald interval) against the same;
-- Bradley-Terry: [bt_ci_low, bt_ci_high] against exact_bt_rating.
+- win rate, clustered SE: win_rate ± 1.96 · win_rate_se (a Wald interval), and the same with
+  Student's t on G - 1 degrees of freedom (G = prompts), against the same;
+- mean reward, bootstrap: [mean_reward_ci_low, mean_reward_ci_high] against
+  exact_mean_reward;
+- Bradley-Terry: [bt_ci_low, bt_ci_high] against exact_bt_rating;
+- paired difference of two runs' win rates (`spo-harness compare`): its paired-bootstrap
+  interval against the difference of their exact win rates.
+
+The length-controlled win rate is not studied: its target (the GLM's win rate at zero
+length difference) has no closed form on the bandit.
 
 Reports each interval's coverage with its binomial standard error sqrt(c (1 - c) / n) and
 its mean width, and ends with `coverage_win_rate=X` (the clustered-SE interval's coverage).
@@ -20,41 +29,63 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 Z95 = 1.959963984540054
 
-INTERVALS = {
-    "win_rate (bootstrap)": ("exact_win_rate",
-                             lambda r: (r.get("win_rate_ci_low"), r.get("win_rate_ci_high"))),
-    "win_rate (clustered SE)": ("exact_win_rate", lambda r: _wald(r)),
-    "bt_rating (bootstrap)": ("exact_bt_rating", lambda r: (r.get("bt_ci_low"),
-                                                            r.get("bt_ci_high"))),
+Case = tuple[float | None, float | None, float | None]  # (low, high, truth)
+
+
+def _interval(low: str, high: str, truth: str) -> Callable[[dict[str, Any]], Case]:
+    return lambda r: (r.get(low), r.get(high), r.get(truth))
+
+
+def _wald(r: dict[str, Any], quantile: float) -> Case:
+    if r.get("win_rate") is None or r.get("win_rate_se") is None:
+        return None, None, r.get("exact_win_rate")
+    half = quantile * r["win_rate_se"]
+    return r["win_rate"] - half, r["win_rate"] + half, r.get("exact_win_rate")
+
+
+def _t95(r: dict[str, Any]) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, max(1, int(r["n_prompts"]) - 1)))
+
+
+# interval name -> (kind of record it reads, (record -> (low, high, truth)))
+INTERVALS: dict[str, tuple[str, Callable[[dict[str, Any]], Case]]] = {
+    "win_rate (bootstrap)": ("run", _interval("win_rate_ci_low", "win_rate_ci_high",
+                                              "exact_win_rate")),
+    "win_rate (clustered SE, z)": ("run", lambda r: _wald(r, Z95)),
+    "win_rate (clustered SE, t)": ("run", lambda r: _wald(r, _t95(r)) if r.get("n_prompts")
+                                   else (None, None, None)),
+    "mean_reward (bootstrap)": ("run", _interval("mean_reward_ci_low", "mean_reward_ci_high",
+                                                 "exact_mean_reward")),
+    "bt_rating (bootstrap)": ("run", _interval("bt_ci_low", "bt_ci_high", "exact_bt_rating")),
+    "win_rate difference (paired bootstrap)": ("pair", _interval("ci_low", "ci_high",
+                                                                 "exact_diff")),
 }
 
 
-def _wald(r: dict[str, Any]) -> tuple[float | None, float | None]:
-    if r.get("win_rate") is None or r.get("win_rate_se") is None:
-        return None, None
-    return r["win_rate"] - Z95 * r["win_rate_se"], r["win_rate"] + Z95 * r["win_rate_se"]
-
-
 def tally(records_by_rerun: list[list[dict[str, Any]]]) -> dict[str, dict[str, float | int]]:
-    """Coverage (share of (rerun, run) cases whose interval holds the truth), its binomial
-    SE and the mean width, per interval; cases without an interval or a truth are skipped
-    and counted in `n_undefined`."""
+    """Coverage (share of (rerun, case) pairs whose interval holds the truth), its binomial
+    SE and the mean width, per interval. A case is a run's leaderboard row (`kind` absent
+    or "run"; the baseline is skipped) or a pair's comparison row (`kind` "pair"); cases
+    without an interval or a truth are skipped and counted in `n_undefined`."""
     out = {}
-    for name, (truth_key, interval) in INTERVALS.items():
+    for name, (kind, interval) in INTERVALS.items():
         hits, widths, undefined = [], [], 0
         for records in records_by_rerun:
             for r in records:
-                if r["is_baseline"]:
+                if r.get("kind", "run") != kind or r.get("is_baseline"):
                     continue
-                low, high = interval(r)
-                truth = r.get(truth_key)
+                low, high, truth = interval(r)
                 if low is None or high is None or truth is None:
                     undefined += 1
                     continue
@@ -68,10 +99,55 @@ def tally(records_by_rerun: list[list[dict[str, Any]]]) -> dict[str, dict[str, f
     return out
 
 
-def study(spec_path: str, reruns: int, overrides: list[str], base_seed: int = 1000,
-          results_dir: str | None = None) -> tuple[dict, list[list[dict]]]:
-    """Train once, rerun sampling and judging `reruns` times, return (tally, records)."""
+def pair_records(results: list, judge: str, rounds: int, seed: int,
+                 records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The paired win-rate difference of every two non-baseline runs, with its truth."""
+    from evaluators.compare import compare_all
+
+    exact = {r["label"]: r.get("exact_win_rate") for r in records}
+    baselines = {m.label for m in results if m.is_baseline}
+    rows = [r for r in compare_all(results, judge, rounds, seed)
+            if r["metric"] == "win_rate" and not {r["a"], r["b"]} & baselines]
+    for r in rows:
+        ta, tb = exact.get(r["a"]), exact.get(r["b"])
+        r.update(kind="pair", exact_diff=None if ta is None or tb is None else ta - tb)
+    return rows
+
+
+EXACT_TRUTHS = ("exact_win_rate", "exact_bt_rating", "exact_mean_reward")
+
+
+def _records(exp: Any, spec: Any, settings: Any, seed: int) -> list[dict[str, Any]]:
+    """One rerun: sample, score and judge with `seed`, and the leaderboard's rows plus every
+    pair's comparison row."""
     from evaluators.report import leaderboard_records
+
+    g = dataclasses.replace(spec.generation, seed=seed)
+    exp.spec = dataclasses.replace(spec, generation=g)  # units follow the spec's seed
+    exp.generate()
+    exp.score()
+    exp.judge()
+    results, battles = exp.results()
+    records = leaderboard_records(results, battles, spec.report.primary_judge, settings)
+    judge = records[0]["primary_judge"]
+    return records + pair_records(results, judge, spec.report.bootstrap_rounds,
+                                  spec.report.bootstrap_seed, records)
+
+
+def study(spec_path: str, reruns: int, overrides: list[str], base_seed: int = 1000,
+          results_dir: str | None = None, prompts: int | None = None,
+          progress: bool = False) -> tuple[dict, list[list[dict]]]:
+    """Train once, rerun sampling and judging `reruns` times, return (tally, records).
+
+    `prompts`: each rerun evaluates on a fresh draw of this many of the task's eval prompts
+    (without replacement), and every interval is checked against the truth over all of
+    them, the population a prompt-bootstrap interval generalises to. None: every rerun uses
+    all the prompts, and the truth is over that fixed set (then the prompt-to-prompt
+    variance the intervals include is not part of the reruns' spread: they over-cover).
+    """
+    import numpy as np
+    from tqdm import tqdm
+
     from harness.pipeline import Experiment
     from harness.spec import load_spec
 
@@ -81,16 +157,30 @@ def study(spec_path: str, reruns: int, overrides: list[str], base_seed: int = 10
     exp.prepare()
     exp.train()
     settings = exp.report_settings()
+    population = list(exp.assets.eval_prompts)
+    truth: dict[str, dict[str, Any]] = {}
+    if prompts is not None:
+        if not 1 <= prompts <= len(population):
+            raise SystemExit(f"--prompts must be in 1..{len(population)} (the task's prompts)")
+        truth = {r["label"]: {k: r.get(k) for k in EXACT_TRUTHS}
+                 for r in _records(exp, spec, settings, base_seed - 1) if "label" in r}
+    draw = np.random.default_rng(base_seed)
     all_records = []
-    for k in range(reruns):
-        g = dataclasses.replace(spec.generation, seed=base_seed + k)
-        exp.spec = dataclasses.replace(spec, generation=g)  # units follow the spec's seed
-        exp.generate()
-        exp.score()
-        exp.judge()
-        results, battles = exp.results()
-        all_records.append(leaderboard_records(results, battles, spec.report.primary_judge,
-                                               settings))
+    for k in tqdm(range(reruns), desc="reruns", disable=not progress):
+        if prompts is not None:
+            # what `data.eval_prompts_file` with these prompts would give, without the file
+            pick = np.sort(draw.choice(len(population), size=prompts, replace=False))
+            exp.assets.eval_prompts = [population[i] for i in pick]
+        records = _records(exp, spec, settings, base_seed + k)
+        records.append({"kind": "rerun", "seed": base_seed + k,
+                        "prompt_ids": [p.id for p in exp.assets.eval_prompts]})
+        for r in records:
+            if r.get("kind") == "pair" and truth:
+                ta, tb = truth[r["a"]]["exact_win_rate"], truth[r["b"]]["exact_win_rate"]
+                r["exact_diff"] = None if ta is None or tb is None else ta - tb
+            elif "label" in r and truth:
+                r.update(truth[r["label"]])
+        all_records.append(records)
     return tally(all_records), all_records
 
 
@@ -99,15 +189,23 @@ def main() -> None:
     ap.add_argument("spec")
     ap.add_argument("--reruns", type=int, default=200)
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--prompts", type=int, help="evaluate each rerun on a fresh draw of this "
+                    "many of the task's prompts, against the truth over all of them")
+    ap.add_argument("--results-dir", help="keep the trained runs and samples here (default: "
+                    "a temporary folder); a rerun of the study then reuses them")
     args = ap.parse_args()
     t = time.time()
-    result, _ = study(args.spec, args.reruns, args.overrides)
-    print(f"machine: {platform.machine()}, {__import__('os').cpu_count()} cores; "
-          f"{args.reruns} reruns in {time.time() - t:.0f}s")
+    result, records = study(args.spec, args.reruns, args.overrides,
+                            results_dir=args.results_dir, prompts=args.prompts, progress=True)
+    runs = [r for r in records[0] if "label" in r]
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; "
+          f"{args.reruns} reruns in {time.time() - t:.0f}s; per rerun: {runs[0]['n_prompts']} "
+          f"prompts x {runs[0]['n_samples'] // max(1, runs[0]['n_prompts'])} samples, "
+          f"{len(runs) - 1} runs against the baseline")
     for name, r in result.items():
-        print(f"{name:26s} coverage {r['coverage']:.3f} ± {r['coverage_se']:.3f}  "
+        print(f"{name:40s} coverage {r['coverage']:.3f} ± {r['coverage_se']:.3f}  "
               f"mean width {r['mean_width']:.3g}  (n={r['n']}, undefined {r['n_undefined']})")
-    print(f"coverage_win_rate={result['win_rate (clustered SE)']['coverage']:.3f}")
+    print(f"coverage_win_rate={result['win_rate (clustered SE, z)']['coverage']:.3f}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ class ExactPrompt:
     rewards: np.ndarray         # the task's true reward of each answer
     target: np.ndarray | None   # the method's optimal log-probs (None: no closed form)
     prompt: str = ""            # the prompt's text (pairs a model's row with the baseline's)
+    outside_reward: float | None = None  # the reward of an answer outside the set, if known
 
 
 @dataclass
@@ -153,5 +154,6 @@ def _exact(own: dict[str, list[float]], ref: dict[str, list[float]], task: Any,
             ref_lp = np.asarray(ref[prompt]) - np.logaddexp.reduce(ref[prompt])
             t = loss.optimal_logprobs(torch.tensor(r), torch.tensor(ref_lp))
             target = None if t is None else t.numpy()
-        rows.append(ExactPrompt(np.asarray(logp), r, target, prompt))
+        rows.append(ExactPrompt(np.asarray(logp), r, target, prompt,
+                                task.outside_reward(prompt)))
     return rows

@@ -6,8 +6,11 @@ identical answers a tie), the win rate the sampled estimate targets is a finite 
 
     exact_win_rate = 100 * mean over prompts of  sum_y sum_y' pi(y|x) pi_base(y'|x) P(y > y')
 
-with each distribution renormalised over the enumerable answers (the mass a model leaks
-outside them is `exact_support_mass`). The exact Bradley-Terry rating is the BT fit
+over the enumerable answers plus, where the task scores every answer outside them with one
+known value (`Task.outside_reward`: the bandit's floor), one more "answer" holding the mass
+the model leaks outside the set (`1 - exact_support_mass`), so the truth is what the sampled
+estimate converges to; where no such value is known the distributions are renormalised over
+the set. The exact Bradley-Terry rating is the BT fit
 (`evaluators.ratings`) on the expected win masses of every pair in the battle plan: what the
 plain BT estimate converges to with infinitely many samples. These are the values a
 coverage study checks the leaderboard's intervals against.
@@ -29,6 +32,22 @@ def normalised(logprobs: np.ndarray) -> np.ndarray:
     return np.exp(lp - np.logaddexp.reduce(lp))
 
 
+def answer_distribution(e: ExactPrompt) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, rewards) of one prompt's answers as a sampler meets them.
+
+    With a known outside reward the leaked mass is one extra answer scored with it (two
+    leaked answers meet at reward difference 0, which the oracle scores 1/2 whether they are
+    identical or not); without one, the set's distribution is renormalised.
+    """
+    lp = np.asarray(e.logprobs, dtype=float)
+    rewards = np.asarray(e.rewards, dtype=float)
+    if e.outside_reward is None:
+        return normalised(lp), rewards
+    p = np.exp(lp)
+    leaked = max(0.0, 1.0 - float(p.sum()))
+    return np.append(p, leaked), np.append(rewards, e.outside_reward)
+
+
 def oracle_preferences(rewards: np.ndarray, scale: float) -> np.ndarray:
     """P[i, j] = P(answer i beats answer j) for the oracle judge: sigmoid(s (r_i - r_j)).
 
@@ -47,9 +66,9 @@ def exact_win_probabilities(first: Sequence[ExactPrompt], second: Sequence[Exact
     out = {}
     for e in second:
         if e.prompt in by_prompt:
-            pref = oracle_preferences(e.rewards, scale)
-            out[e.prompt] = float(normalised(e.logprobs) @ pref
-                                  @ normalised(by_prompt[e.prompt].logprobs))
+            p_second, rewards = answer_distribution(e)
+            p_first, _ = answer_distribution(by_prompt[e.prompt])
+            out[e.prompt] = float(p_second @ oracle_preferences(rewards, scale) @ p_first)
     return out
 
 

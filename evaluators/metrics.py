@@ -39,11 +39,15 @@ def per_prompt_distinct_n(samples: list[tuple[str, str]], n: int) -> float | Non
 
 
 def exact_distribution_metrics(logprobs: np.ndarray, rewards: np.ndarray,
-                               target_logprobs: np.ndarray | None) -> dict[str, float | None]:
+                               target_logprobs: np.ndarray | None,
+                               outside_reward: float | None = None) -> dict[str, float | None]:
     """Entropy, expected reward and KL(pi || target) of a distribution over an enumerable set.
 
-    `logprobs` are the policy's sequence log-probs of every response; they are renormalised
-    over the set (the mass the model leaks outside it is reported separately).
+    `logprobs` are the policy's sequence log-probs of every response; entropy, expected reward
+    and KL are of the distribution renormalised over the set (the mass the model leaks
+    outside it is reported separately). With a known `outside_reward`, `exact_mean_reward` is
+    what the model's samples earn, the leaked mass counted at that reward: the truth the
+    sampled `mean_reward` estimates.
     """
     logprobs = np.asarray(logprobs, dtype=float)
     lse = float(np.logaddexp.reduce(logprobs))   # log of the mass, without underflow
@@ -54,6 +58,8 @@ def exact_distribution_metrics(logprobs: np.ndarray, rewards: np.ndarray,
     out: dict[str, float | None] = {
         "exact_entropy": float(-(p[nz] * logp[nz]).sum()),
         "exact_expected_reward": float((p * rewards).sum()),
+        "exact_mean_reward": None if outside_reward is None
+        else float(min(1.0, mass) * (p * rewards).sum() + max(0.0, 1.0 - mass) * outside_reward),
         "exact_support_mass": mass,
         "exact_kl_to_target": None,
     }

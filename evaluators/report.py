@@ -35,7 +35,8 @@ SAMPLE_COLUMNS = ["mean_reward", "mean_reward_ci_low", "mean_reward_ci_high", "n
                   "self_bleu", "embedding_diversity", "embedding_diversity_cross_input",
                   "entropy", "entropy_ci_low", "entropy_ci_high", "kl_to_ref"]
 ID_COLUMNS = ["label", "method", "params", "seed", "is_baseline"]
-EXACT = ["exact_kl_to_target", "exact_entropy", "exact_expected_reward", "exact_support_mass"]
+EXACT = ["exact_kl_to_target", "exact_entropy", "exact_expected_reward", "exact_support_mass",
+         "exact_mean_reward"]
 
 
 @dataclass
@@ -206,7 +207,8 @@ def _style_controlled(frame: Any, labels: list[str], anchor: str, prompts: list[
 
 
 def _exact_metrics(exact: list[ExactPrompt]) -> dict[str, float | None]:
-    per_prompt = [exact_distribution_metrics(e.logprobs, e.rewards, e.target) for e in exact]
+    per_prompt = [exact_distribution_metrics(e.logprobs, e.rewards, e.target, e.outside_reward)
+                  for e in exact]
     out: dict[str, float | None] = {}
     for k in EXACT:
         values = [m[k] for m in per_prompt if m[k] is not None]

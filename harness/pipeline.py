@@ -56,6 +56,7 @@ class Experiment:
                                              prefix="task_options"), self.store)
         self.runs = expand_runs(spec)
         self.show_progress = show_progress
+        self.task.show_progress = show_progress
         self.counts = {s: {"computed": 0, "cached": 0} for s in STAGES}
         self._assets: TaskAssets | None = None
         self._judges: list[Any] | None = None

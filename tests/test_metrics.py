@@ -301,3 +301,14 @@ def test_self_bleu_equals_previous_implementation() -> None:
     samples = [(f"p{rng.randint(0, 40)}", _text(rng, 0, 30)) for _ in range(200)]
     assert self_bleu(samples) == pytest.approx(_old_self_bleu(samples), abs=1e-12, rel=0)
 
+
+
+def test_exact_mean_reward_counts_leaked_mass_at_the_outside_reward() -> None:
+    """Samples outside the set earn the task's outside reward: 0.8 of the mass on P
+    (renormalised expectation 1.75) and 0.2 on the floor -1 give 0.8 * 1.75 - 0.2."""
+    out = exact_distribution_metrics(np.log(0.8 * P), R, None, outside_reward=-1.0)
+    assert out["exact_mean_reward"] == pytest.approx(0.8 * 1.75 - 0.2, abs=1e-12)
+    assert out["exact_expected_reward"] == pytest.approx(1.75, abs=1e-12)  # renormalised pi
+    assert out["exact_entropy"] == pytest.approx(H, abs=1e-12)
+    assert out["exact_support_mass"] == pytest.approx(0.8)
+    assert exact_distribution_metrics(np.log(P), R, None)["exact_mean_reward"] is None

@@ -18,7 +18,7 @@ from trainers.tokenize import encode, pad_batch
 def train_sft(model, tokenizer, examples: list[tuple[str, str]], *, epochs: int,
               batch_size: int, learning_rate: float, max_length: int, seed: int,
               loss_on_prompt: bool = False, add_eos: bool = True,
-              desc: str = "sft") -> list[float]:
+              desc: str = "sft", show_progress: bool = True) -> list[float]:
     """Token-mean NLL of completions (and prompts if `loss_on_prompt`); returns epoch losses."""
     encoded = [encode(tokenizer, p, c, max_length, add_eos) for p, c in examples]
     opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
@@ -29,7 +29,7 @@ def train_sft(model, tokenizer, examples: list[tuple[str, str]], *, epochs: int,
     gen = torch.Generator().manual_seed(seed)
     model.train()
     losses = []
-    with tqdm(total=total, desc=desc, leave=False) as bar:
+    with tqdm(total=total, desc=desc, leave=False, disable=not show_progress) as bar:
         for _ in range(epochs):
             order = torch.randperm(len(encoded), generator=gen).tolist()
             epoch_loss = 0.0

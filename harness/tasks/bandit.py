@@ -80,9 +80,13 @@ class BanditTask(Task):
 
     def rewards(self, prompt: str, completions: list[str]) -> list[float]:
         row = self.reward_table[self.prompts.index(prompt)]
-        floor = float(row.min()) - 1.0  # anything that is not an arm scores below every arm
+        floor = self.outside_reward(prompt)
         return [float(row[self.arms.index(c.strip())]) if c.strip() in self.arms else floor
                 for c in completions]
+
+    def outside_reward(self, prompt: str) -> float:
+        # anything that is not an arm scores below every arm
+        return float(self.reward_table[self.prompts.index(prompt)].min()) - 1.0
 
     def true_rewards(self, prompt: str) -> np.ndarray:
         return self.reward_table[self.prompts.index(prompt)]
@@ -136,7 +140,7 @@ class BanditTask(Task):
                 examples += [(prompt, self.arms[a]) for a in draws]
             train_sft(model, tok, examples, epochs=o.sft_epochs, batch_size=64,
                       learning_rate=3e-3, max_length=8, seed=o.seed, add_eos=False,
-                      desc="bandit sft")
+                      desc="bandit sft", show_progress=self.show_progress)
             staging = self.store.staging_dir("reference", ref_key)
             save_model(model, tok, staging)
             path = self.store.commit_artifact("reference", ref_key, staging, {"task": "bandit"})

@@ -50,6 +50,8 @@ class Task(ABC):
         # A plain Hugging Face folder when the spec names a real base model (set by the
         # pipeline before `prepare`); None = build the task's own tiny model.
         self.base_model_dir: Path | None = None
+        # Progress bars of the task's own long work (its SFT); the pipeline sets it.
+        self.show_progress = True
 
     @abstractmethod
     def prepare(self, progress: Progress) -> TaskAssets:
@@ -66,4 +68,13 @@ class Task(ABC):
 
     def enumerable_responses(self, prompt: str) -> list[str] | None:
         """All possible responses, where the response space is enumerable (bandit)."""
+        return None
+
+    def outside_reward(self, prompt: str) -> float | None:
+        """The reward of any answer outside `enumerable_responses` (None: not defined).
+
+        A sampled answer can leak outside the enumerable set; where the task scores such
+        answers with one known value, the exact win rate counts the leaked mass with it, so
+        the truth is the value the sampled estimate converges to.
+        """
         return None

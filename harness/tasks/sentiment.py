@@ -155,7 +155,8 @@ class SentimentTask(Task):
                            max_positions=128, seed=o.seed)
         examples = [self._split_line(s) for s in lines]
         train_sft(model, tok, examples, epochs=o.sft_epochs, batch_size=32, learning_rate=2e-3,
-                  max_length=48, seed=o.seed, loss_on_prompt=True, desc="sentiment sft")
+                  max_length=48, seed=o.seed, loss_on_prompt=True, desc="sentiment sft",
+                  show_progress=self.show_progress)
         staging = self.store.staging_dir("reference", key)
         save_model(model, tok, staging)
         return self.store.commit_artifact("reference", key, staging, {"task": "sentiment"})

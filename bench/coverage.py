@@ -34,6 +34,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 Z95 = 1.959963984540054
@@ -77,11 +78,16 @@ def tally(records_by_rerun: list[list[dict[str, Any]]]) -> dict[str, dict[str, f
     """Coverage (share of (rerun, case) pairs whose interval holds the truth), its binomial
     SE and the mean width, per interval. A case is a run's leaderboard row (`kind` absent
     or "run"; the baseline is skipped) or a pair's comparison row (`kind` "pair"); cases
-    without an interval or a truth are skipped and counted in `n_undefined`."""
+    without an interval or a truth are skipped and counted in `n_undefined`.
+
+    The binomial SE sqrt(c (1 - c) / n) treats every case as independent; the runs of one
+    rerun share its samples and prompts, so `coverage_se_clustered` (the CR1 SE of the mean
+    hit with reruns as clusters) is the honest one where they are correlated.
+    """
     out = {}
     for name, (kind, interval) in INTERVALS.items():
-        hits, widths, undefined = [], [], 0
-        for records in records_by_rerun:
+        hits, widths, clusters, undefined = [], [], [], 0
+        for g, records in enumerate(records_by_rerun):
             for r in records:
                 if r.get("kind", "run") != kind or r.get("is_baseline"):
                     continue
@@ -91,12 +97,26 @@ def tally(records_by_rerun: list[list[dict[str, Any]]]) -> dict[str, dict[str, f
                     continue
                 hits.append(low <= truth <= high)
                 widths.append(high - low)
+                clusters.append(g)
         n = len(hits)
         c = sum(hits) / n if n else math.nan
         out[name] = {"coverage": c, "coverage_se": math.sqrt(c * (1 - c) / n) if n else math.nan,
+                     "coverage_se_clustered": _clustered_se(hits, clusters, c),
                      "mean_width": sum(widths) / n if n else math.nan, "n": n,
                      "n_undefined": undefined}
     return out
+
+
+def _clustered_se(hits: list[bool], clusters: list[int], c: float) -> float:
+    """CR1 SE of the mean of `hits` with the given clusters: sqrt(G/(G-1) sum_g e_g^2) / n,
+    e_g = the cluster's sum of (hit - c)."""
+    sums: dict[int, float] = {}
+    for h, g in zip(hits, clusters):
+        sums[g] = sums.get(g, 0.0) + (h - c)
+    n, groups = len(hits), len(sums)
+    if groups < 2:
+        return math.nan
+    return math.sqrt(groups / (groups - 1) * sum(e * e for e in sums.values())) / n
 
 
 def pair_records(results: list, judge: str, rounds: int, seed: int,
@@ -191,6 +211,7 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--prompts", type=int, help="evaluate each rerun on a fresh draw of this "
                     "many of the task's prompts, against the truth over all of them")
+    ap.add_argument("--out", help="write the tally and every rerun's records here (JSON)")
     ap.add_argument("--results-dir", help="keep the trained runs and samples here (default: "
                     "a temporary folder); a rerun of the study then reuses them")
     args = ap.parse_args()
@@ -203,8 +224,15 @@ def main() -> None:
           f"prompts x {runs[0]['n_samples'] // max(1, runs[0]['n_prompts'])} samples, "
           f"{len(runs) - 1} runs against the baseline")
     for name, r in result.items():
-        print(f"{name:40s} coverage {r['coverage']:.3f} ± {r['coverage_se']:.3f}  "
+        print(f"{name:40s} coverage {r['coverage']:.3f} ± {r['coverage_se']:.3f} "
+              f"(clustered by rerun ± {r['coverage_se_clustered']:.3f})  "
               f"mean width {r['mean_width']:.3g}  (n={r['n']}, undefined {r['n_undefined']})")
+    if args.out:
+        import json
+
+        Path(args.out).write_text(json.dumps({"spec": args.spec, "overrides": args.overrides,
+                                              "prompts": args.prompts, "tally": result,
+                                              "records": records}, default=str))
     print(f"coverage_win_rate={result['win_rate (clustered SE, z)']['coverage']:.3f}")
 
 

@@ -34,6 +34,8 @@ def test_tally_counts_hits_and_gives_the_binomial_se():
     boot = out["win_rate (bootstrap)"]
     assert boot["n"] == 4 and boot["coverage"] == pytest.approx(2 / 4)  # 61 and 58 inside
     assert boot["coverage_se"] == pytest.approx(math.sqrt(0.5 * 0.5 / 4))
+    # one case per rerun: the clustered SE is the binomial one times sqrt(G / (G - 1))
+    assert boot["coverage_se_clustered"] == pytest.approx(math.sqrt(0.5 * 0.5 / 4 * 4 / 3))
     assert boot["mean_width"] == pytest.approx((8 + 8 + 4 + 18) / 4)
     wald = out["win_rate (clustered SE, z)"]
     # 60 ± 3.92 holds 61; 60 ± 1.96 misses 63; 50 ± 9.8 holds 58
@@ -63,6 +65,17 @@ def test_pairs_are_tallied_apart_from_runs():
     d = out["win_rate difference (paired bootstrap)"]
     assert d["n"] == 2 and d["coverage"] == pytest.approx(0.5) and d["mean_width"] == 8
     assert out["win_rate (bootstrap)"]["n"] == 1  # the pair rows are not runs
+
+
+def test_the_clustered_se_counts_a_rerun_s_cases_as_one_draw():
+    """Two reruns of two perfectly correlated cases (both hit, both miss): the binomial SE
+    sees 4 independent cases, sqrt(.25 / 4) = 0.25; by rerun the mean hit is one draw of
+    two clusters, sqrt(2/1 * (1^2 + 1^2)) / 4 = 0.5."""
+    cov = _bench()
+    hit, miss = _record(60, 2, 56, 64, 61), _record(60, 2, 56, 64, 70)
+    boot = cov.tally([[hit, hit], [miss, miss]])["win_rate (bootstrap)"]
+    assert boot["coverage"] == 0.5 and boot["coverage_se"] == pytest.approx(0.25)
+    assert boot["coverage_se_clustered"] == pytest.approx(0.5)
 
 
 def test_a_short_study_on_the_tiny_bandit_runs(tmp_path):

@@ -7,10 +7,11 @@ harness prints, counts the reruns whose interval contains the exact value
 (`evaluators.exact`, bandit only):
 
 - win rate, bootstrap: [win_rate_ci_low, win_rate_ci_high] against exact_win_rate;
-- win rate, clustered SE: win_rate ± 1.96 · win_rate_se (a Wald interval), and the same with
-  Student's t on G - 1 degrees of freedom (G = prompts), against the same;
-- mean reward, bootstrap: [mean_reward_ci_low, mean_reward_ci_high] against
-  exact_mean_reward;
+- win rate, clustered SE: win_rate ± 1.96 · win_rate_se (a Wald interval), and the
+  leaderboard's t interval [win_rate_t_ci_low, win_rate_t_ci_high] (Student's t on G - 1
+  degrees of freedom, G = prompts), against the same;
+- mean reward: the bootstrap's [mean_reward_ci_low, mean_reward_ci_high] and the t interval
+  [mean_reward_t_ci_low, mean_reward_t_ci_high] against exact_mean_reward;
 - Bradley-Terry: [bt_ci_low, bt_ci_high] against exact_bt_rating;
 - paired difference of two runs' win rates (`spo-harness compare`): its paired-bootstrap
   interval against the difference of their exact win rates.
@@ -53,21 +54,18 @@ def _wald(r: dict[str, Any], quantile: float) -> Case:
     return r["win_rate"] - half, r["win_rate"] + half, r.get("exact_win_rate")
 
 
-def _t95(r: dict[str, Any]) -> float:
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, max(1, int(r["n_prompts"]) - 1)))
-
-
 # interval name -> (kind of record it reads, (record -> (low, high, truth)))
 INTERVALS: dict[str, tuple[str, Callable[[dict[str, Any]], Case]]] = {
     "win_rate (bootstrap)": ("run", _interval("win_rate_ci_low", "win_rate_ci_high",
                                               "exact_win_rate")),
     "win_rate (clustered SE, z)": ("run", lambda r: _wald(r, Z95)),
-    "win_rate (clustered SE, t)": ("run", lambda r: _wald(r, _t95(r)) if r.get("n_prompts")
-                                   else (None, None, None)),
+    "win_rate (clustered SE, t)": ("run", _interval("win_rate_t_ci_low", "win_rate_t_ci_high",
+                                                    "exact_win_rate")),
     "mean_reward (bootstrap)": ("run", _interval("mean_reward_ci_low", "mean_reward_ci_high",
                                                  "exact_mean_reward")),
+    "mean_reward (clustered SE, t)": ("run", _interval("mean_reward_t_ci_low",
+                                                       "mean_reward_t_ci_high",
+                                                       "exact_mean_reward")),
     "bt_rating (bootstrap)": ("run", _interval("bt_ci_low", "bt_ci_high", "exact_bt_rating")),
     "win_rate difference (paired bootstrap)": ("pair", _interval("ci_low", "ci_high",
                                                                  "exact_diff")),

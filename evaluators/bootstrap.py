@@ -78,19 +78,42 @@ def clustered_se(values: Sequence[float], clusters: Sequence[str]) -> float | No
     return float(np.sqrt(g / (g - 1) * np.sum(sums ** 2)) / y.size)
 
 
+def t_interval(mean: float | None, se: float | None, n_clusters: int,
+               level: float = 0.95) -> tuple[float | None, float | None]:
+    """mean ± t_{G-1} · se: Student's t on G - 1 degrees of freedom, G clusters (prompts).
+
+    The small-sample interval of a clustered mean. With few prompts the percentile
+    bootstrap is too narrow (it cannot see more variation than the few prompts show, and
+    its resamples of G clusters have (G - 1)/G of the variance); the t quantile widens the
+    clustered-SE interval by the uncertainty in the SE itself. On the exact bandit at 8
+    prompts it held the truth in 94.5% of 1000 cases where the bootstrap held 89.2%
+    (bench/coverage.py; the README's coverage table). None without an SE or two clusters.
+    """
+    if mean is None or se is None or n_clusters < 2:
+        return None, None
+    from scipy.stats import t
+
+    half = float(t.ppf(0.5 + level / 2, n_clusters - 1)) * se
+    return mean - half, mean + half
+
+
 def mean_stats(values: Sequence[float], clusters: Sequence[str], rounds: int = 1000,
                seed: int = 0, prompts: Sequence[str] | None = None) -> dict[str, float | None]:
-    """Mean of per-sample values with its prompt-clustered SE and 95% prompt-bootstrap interval.
+    """Mean of per-sample values with its prompt-clustered SE, 95% prompt-bootstrap interval
+    and 95% t interval (`t_interval`).
 
     `prompts` is the experiment's sorted prompt universe, so that every statistic of one
     report draws the same resamples; a prompt a model has no value for simply weighs 0.
     """
     y = np.asarray(values, dtype=float)
     if y.size == 0:
-        return {"mean": None, "se": None, "ci_low": None, "ci_high": None}
+        return {"mean": None, "se": None, "ci_low": None, "ci_high": None, "t_ci_low": None,
+                "t_ci_high": None}
     order = sorted(set(clusters)) if prompts is None else list(prompts)
     _, sums, counts = cluster_sums(y, clusters, order)
     low, high = percentile_interval(
         bootstrap_ratio_of_sums(sums, counts, prompt_weights(len(order), rounds, seed)))
-    return {"mean": float(y.mean()), "se": clustered_se(y, clusters), "ci_low": low,
-            "ci_high": high}
+    mean, se = float(y.mean()), clustered_se(y, clusters)
+    t_low, t_high = t_interval(mean, se, len(set(clusters)))
+    return {"mean": mean, "se": se, "ci_low": low, "ci_high": high, "t_ci_low": t_low,
+            "t_ci_high": t_high}

@@ -33,8 +33,10 @@ import numpy as np
 from evaluators.bootstrap import (
     bootstrap_ratio_of_sums,
     cluster_sums,
+    clustered_se,
     percentile_interval,
     prompt_weights,
+    t_interval,
 )
 from evaluators.metrics import (
     GPT2_VOCAB,
@@ -223,6 +225,10 @@ def sample_metrics(samples: list[dict[str, Any]], rounds: int = 1000, seed: int 
     rewards = [(s["prompt_id"], s["reward"]) for s in samples if s["reward"] is not None]
     out: dict[str, Any] = {}
     out.update(_sample_mean("mean_reward", rewards, order, weights), n_scored=len(rewards))
+    # the clustered SE and its t interval: what to read on few prompts (`t_interval`)
+    se = clustered_se([v for _, v in rewards], [p for p, _ in rewards]) if rewards else None
+    t_low, t_high = t_interval(out["mean_reward"], se, len({p for p, _ in rewards}))
+    out.update(mean_reward_se=se, mean_reward_t_ci_low=t_low, mean_reward_t_ci_high=t_high)
     for key, values in (("distinct_1", d1), ("distinct_2", d2), ("distinct_avg", davg),
                         ("ead", ead_), ("self_bleu", bleu)):
         out.update(_prompt_mean(key, values, order, weights))

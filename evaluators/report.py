@@ -26,15 +26,21 @@ from harness.jsonio import dumps, write_text_atomic
 
 # The primary judge's columns, flat; each judge's set again under "<judge>:".
 JUDGE_COLUMNS = ["win_rate", "win_rate_se", "win_rate_se_iid", "win_rate_ci_low",
-                 "win_rate_ci_high", "discrete_win_rate", "lc_win_rate", "lc_standard_error",
+                 "win_rate_ci_high", "win_rate_t_ci_low", "win_rate_t_ci_high",
+                 "discrete_win_rate", "lc_win_rate", "lc_standard_error",
                  "lc_variant", "bt_rating", "bt_ci_low", "bt_ci_high", "bt_separated",
                  "bt_direction", "bt_boot_missing", "bt_rating_sc", "bt_sc_ci_low",
                  "bt_sc_ci_high", "exact_win_rate", "exact_bt_rating", "n_judged", "n_failed"]
-SAMPLE_COLUMNS = ["mean_reward", "mean_reward_ci_low", "mean_reward_ci_high", "n_scored",
+SAMPLE_COLUMNS = ["mean_reward", "mean_reward_se", "mean_reward_ci_low", "mean_reward_ci_high",
+                  "mean_reward_t_ci_low", "mean_reward_t_ci_high", "n_scored",
                   "distinct_1", "distinct_2", "distinct_2_cross_input", "ead", "ead_cross_input",
                   "self_bleu", "embedding_diversity", "embedding_diversity_cross_input",
                   "entropy", "entropy_ci_low", "entropy_ci_high", "kl_to_ref"]
 ID_COLUMNS = ["label", "method", "params", "seed", "is_baseline"]
+# Below this many prompts the prompt-bootstrap intervals are too narrow: the resamples of a
+# few prompts understate how much another draw of prompts would move the estimate (measured
+# by bench/coverage.py on the exact bandit; the README's "Do the intervals cover the truth?").
+FEW_PROMPTS = 30
 EXACT = ["exact_kl_to_target", "exact_entropy", "exact_expected_reward", "exact_support_mass",
          "exact_mean_reward"]
 
@@ -116,7 +122,9 @@ def _scorer_columns(m: ModelResults, prompts: list[str],
                         seed=settings.seed, prompts=prompts)
         out.update({f"{name}:mean_reward": st["mean"], f"{name}:mean_reward_se": st["se"],
                     f"{name}:mean_reward_ci_low": st["ci_low"],
-                    f"{name}:mean_reward_ci_high": st["ci_high"], f"{name}:n_scored": len(rows)})
+                    f"{name}:mean_reward_ci_high": st["ci_high"],
+                    f"{name}:mean_reward_t_ci_low": st["t_ci_low"],
+                    f"{name}:mean_reward_t_ci_high": st["t_ci_high"], f"{name}:n_scored": len(rows)})
     return out
 
 
@@ -269,6 +277,28 @@ def write_leaderboard(records: list[dict[str, Any]], out_dir: Path, name: str) -
     write_text_atomic(out_dir / "leaderboard.md", _markdown(ordered, name))
 
 
+def few_prompts_note(records: list[dict[str, Any]]) -> str | None:
+    """A warning when the intervals rest on fewer than FEW_PROMPTS prompts, else None.
+
+    Counts the prompts a model's primary judge judged (its win-rate clusters), or the prompts
+    it answered when there is no judge; the smallest count over the non-baseline models.
+    """
+    counts = []
+    for r in records:
+        if r["is_baseline"]:
+            continue
+        judge = r.get("primary_judge")
+        judged = r.get(f"{judge}:n_prompts") if judge else None
+        counts.append(judged if judged else r["n_prompts"])
+    if not counts or min(counts) >= FEW_PROMPTS:
+        return None
+    return (f"only {min(counts)} prompts: below {FEW_PROMPTS} the prompt-bootstrap intervals "
+            "are too narrow (README 'Do the intervals cover the truth?'), so the win-rate "
+            "interval shown is Student's t on the prompts (win_rate_t_ci_*, mean reward: "
+            "mean_reward_t_ci_*) and the Bradley-Terry one is optimistic; evaluate on more "
+            "prompts")
+
+
 def _markdown(rows: list[dict[str, Any]], name: str) -> str:
     exact = any(r.get("exact_entropy") is not None for r in rows)
     primary = rows[0].get("primary_judge") if rows else None
@@ -284,8 +314,12 @@ def _markdown(rows: list[dict[str, Any]], name: str) -> str:
              "won or lost every judgment, so its rating has no finite estimate); BT (style): "
              "the same with Arena-Hard's style covariates. Entropy and KL in nats per "
              "sequence; self-BLEU 0-100 (higher = less diverse). See the README's "
-             "Statistics section.", "",
-             "| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+             "Statistics section.", ""]
+    note = few_prompts_note(rows)
+    if note:
+        lines += [f"**Warning: {note}.**", ""]
+    ci = "win_rate_t_ci" if note else "win_rate_ci"  # few prompts: the interval that covers
+    lines += ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     for r in rows:
         cells = []
         for c in shown:
@@ -294,7 +328,7 @@ def _markdown(rows: list[dict[str, Any]], name: str) -> str:
             elif c == "win_rate" and r.get("win_rate") is not None:
                 se = f" ± {r['win_rate_se']:.2f}" if r.get("win_rate_se") is not None else ""
                 cells.append(f"{r['win_rate']:.2f}{se}"
-                             + _interval(r.get("win_rate_ci_low"), r.get("win_rate_ci_high")))
+                             + _interval(r.get(f"{ci}_low"), r.get(f"{ci}_high")))
             elif c == "bt_rating" and not r["is_baseline"] and (
                     r.get("bt_rating") is not None or r.get("bt_separated")):
                 point = f"{r['bt_rating']:.0f}" if r.get("bt_rating") is not None else \

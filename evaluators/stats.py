@@ -28,7 +28,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evaluators.bootstrap import cluster_sums, clustered_se, percentile_interval, prompt_weights
+from evaluators.bootstrap import (
+    cluster_sums,
+    clustered_se,
+    percentile_interval,
+    prompt_weights,
+    t_interval,
+)
 
 ALPHA = 0.05  # 95% intervals; one-sided 95% bounds for separated models
 
@@ -91,6 +97,9 @@ def win_rate_stats(preferences: Sequence[float], clusters: Sequence[str],
       (statsmodels OLS(y, 1).fit(cov_type="cluster")); with k correlated samples per prompt
       it is up to sqrt(k) times the iid SE, which would pretend the samples are independent.
     - win_rate_ci_low/high: 95% percentile interval of `win_rate_draws`.
+    - win_rate_t_ci_low/high: win_rate ± t_{G-1} · win_rate_se (`t_interval`), G = prompts:
+      the interval to read below `report.FEW_PROMPTS` prompts, where the bootstrap's is
+      too narrow.
     - discrete_win_rate and the counts: AlpacaEval's ZeroOneScoringRule (tie = one half).
     Undefined values are None: SE and interval need two judgments; the clustered SE and the
     interval need two prompts (one prompt's resamples are all the same prompt).
@@ -100,7 +109,8 @@ def win_rate_stats(preferences: Sequence[float], clusters: Sequence[str],
     n_prompts = len(set(clusters))
     out: dict[str, float | int | None] = {
         "win_rate": None, "win_rate_se": None, "win_rate_se_iid": None,
-        "win_rate_ci_low": None, "win_rate_ci_high": None, "discrete_win_rate": None,
+        "win_rate_ci_low": None, "win_rate_ci_high": None, "win_rate_t_ci_low": None,
+        "win_rate_t_ci_high": None, "discrete_win_rate": None,
         "n_wins": int((x > 0.5).sum()), "n_draws": int((x == 0.5).sum()),
         "n_losses": int((x < 0.5).sum()), "n_total": n, "n_prompts": n_prompts}
     if n == 0:
@@ -119,6 +129,8 @@ def win_rate_stats(preferences: Sequence[float], clusters: Sequence[str],
         low, high = percentile_interval(
             win_rate_draws(x, clusters, weights, rounds, seed, prompts), 1 - ALPHA)
         out["win_rate_ci_low"], out["win_rate_ci_high"] = low, high
+        out["win_rate_t_ci_low"], out["win_rate_t_ci_high"] = t_interval(
+            out["win_rate"], out["win_rate_se"], n_prompts)
     return out
 
 

@@ -10,6 +10,7 @@ store in every case, so rerunning the same command resumes.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import sqlite3
@@ -130,6 +131,11 @@ def _run_stages(command: str, experiment: str, overrides: tuple[str, ...],
                    f"   {seconds[stage]:7.1f}s")
     if "report" in stages:
         click.echo((exp.results_dir / "leaderboard.md").read_text())
+        from evaluators.report import few_prompts_note
+
+        note = few_prompts_note(json.loads((exp.results_dir / "leaderboard.json").read_text()))
+        if note:
+            click.echo(f"warning: {note}", err=True)
     click.echo(f"done in {time.time() - t0:.1f}s")
 
 

@@ -45,14 +45,23 @@ def test_tally_counts_hits_and_gives_the_binomial_se():
 
 
 def test_the_t_interval_widens_with_few_prompts():
-    """t_{0.975, G-1}: 2.7764 at G = 5 prompts (tables), so 60 ± 2 · 2.7764 holds 65 while the
-    z interval (60 ± 3.92) does not; at G = 1000 the two agree to 0.2%."""
+    """The study tallies the leaderboard's own t interval (`t_interval`): t_{0.975, G-1} =
+    2.7764 at G = 5 prompts (tables), so 60 ± 2 · 2.7764 holds 65 while the z interval
+    (60 ± 3.92) does not; at G = 1000 the two agree to 0.2%."""
+    from evaluators.bootstrap import t_interval
+
     cov = _bench()
-    few = cov.tally([[_record(60, 2, 0, 0, 65, n_prompts=5)]])
+
+    def record(n_prompts):
+        low, high = t_interval(60, 2, n_prompts)
+        return {**_record(60, 2, 0, 0, 65, n_prompts=n_prompts), "win_rate_t_ci_low": low,
+                "win_rate_t_ci_high": high}
+
+    few = cov.tally([[record(5)]])
     assert few["win_rate (clustered SE, t)"]["coverage"] == 1
     assert few["win_rate (clustered SE, z)"]["coverage"] == 0
     assert few["win_rate (clustered SE, t)"]["mean_width"] == pytest.approx(4 * 2.7764, abs=1e-3)
-    many = cov.tally([[_record(60, 2, 0, 0, 65, n_prompts=1000)]])
+    many = cov.tally([[record(1000)]])
     assert many["win_rate (clustered SE, t)"]["mean_width"] == pytest.approx(4 * 1.96, rel=2e-3)
 
 

@@ -8,12 +8,19 @@ import math
 import numpy as np
 import pytest
 
-from evaluators.bootstrap import clustered_se, mean_stats, prompt_weights
+from evaluators.bootstrap import clustered_se, mean_stats, prompt_weights, t_interval
 from evaluators.collect import Battles, ModelResults
 from evaluators.compare import head_to_head, holm
 from evaluators.generation import SamplingParams, length_steered
-from evaluators.report import ReportSettings, leaderboard_records
+from evaluators.report import (
+    FEW_PROMPTS,
+    ReportSettings,
+    _markdown,
+    few_prompts_note,
+    leaderboard_records,
+)
 from evaluators.seeds import config_rows
+from evaluators.stats import win_rate_stats
 from harness.units import Judged, battle_plan
 
 # ------------------------------------------------------------------ battle plans
@@ -82,6 +89,32 @@ def test_clustered_se_equals_statsmodels_cluster_robust_ols(n_prompts, per):
     y, ids = _clustered(n_prompts, per, 1.0)
     fit = sm.OLS(y, np.ones_like(y)).fit(cov_type="cluster", cov_kwds={"groups": ids})
     assert clustered_se(y, ids) == pytest.approx(float(fit.bse[0]), rel=1e-10)
+
+
+@pytest.mark.parametrize("n_prompts,per", [(2, 1), (7, 3), (60, 4)])
+def test_t_interval_equals_statsmodels_cluster_robust_ols_with_t(n_prompts, per):
+    """The t interval is statsmodels' cluster-robust OLS interval with use_t (df = G - 1).
+
+    An independent implementation: statsmodels takes G - 1 inference degrees of freedom for
+    cluster covariance. Also through `win_rate_stats` and `mean_stats` on values in [0, 1].
+    Tolerance rel 1e-9: the same closed form, float rounding only.
+    """
+    sm = pytest.importorskip("statsmodels.api")
+    y, ids = _clustered(n_prompts, per, 1.0)
+    y = 1 / (1 + np.exp(-y))  # preferences in (0, 1)
+    fit = sm.OLS(y, np.ones_like(y)).fit(cov_type="cluster", cov_kwds={"groups": ids},
+                                         use_t=True)
+    low, high = (float(v) for v in fit.conf_int(alpha=0.05)[0])
+    assert t_interval(float(y.mean()), clustered_se(y, ids), n_prompts) == pytest.approx(
+        (low, high), rel=1e-9)
+    st = win_rate_stats(list(y), ids, rounds=10)
+    assert (st["win_rate_t_ci_low"], st["win_rate_t_ci_high"]) == pytest.approx(
+        (100 * low, 100 * high), rel=1e-9)
+    ms = mean_stats(list(y), ids, rounds=10)
+    assert (ms["t_ci_low"], ms["t_ci_high"]) == pytest.approx((low, high), rel=1e-9)
+    # wider than the normal-quantile interval by the t/z ratio (2.57 / 1.96 at 6 df)
+    z_half = 1.959963984540054 * clustered_se(y, ids)
+    assert (high - low) / 2 > z_half
 
 
 def test_clustered_se_is_undefined_with_one_cluster():
@@ -158,6 +191,42 @@ def test_every_judge_and_scorer_has_its_columns_and_primary_fills_the_flat_ones(
     assert recs["sft"]["win_rate"] is None and recs["sft"]["bt_rating"] == pytest.approx(1000)
     se = good["oracle:mean_reward_se"]
     assert se is not None and 0 < se < 1
+
+
+@pytest.mark.parametrize("n_prompts,warned", [(FEW_PROMPTS - 1, True), (FEW_PROMPTS, False)])
+def test_few_prompts_are_warned_about_in_the_leaderboard(n_prompts, warned):
+    """Below FEW_PROMPTS judged prompts the leaderboard says its intervals are too narrow.
+
+    The coverage study measured the prompt-bootstrap interval under-covering at 8-16 prompts;
+    the note names the count, and disappears at the threshold.
+    """
+    results = _results({"sft": 0.0, "good": 1.0}, n_prompts=n_prompts, judges=("oracle",))
+    battles = {"oracle": _battles(results, "oracle")}
+    records = leaderboard_records(results, battles, "oracle",
+                                  ReportSettings(rounds=20, style_control=False))
+    note = few_prompts_note(records)
+    assert (note is not None) == warned
+    assert ("**Warning: only" in _markdown(records, "x")) == warned
+    good = next(r for r in records if r["label"] == "good")
+    # the table's interval: Student's t on few prompts, the bootstrap's otherwise
+    ci = "win_rate_t_ci" if warned else "win_rate_ci"
+    cell = f"[{good[ci + '_low']:.1f}, {good[ci + '_high']:.1f}]"
+    assert cell in _markdown(records, "x")
+    assert good["win_rate_t_ci_high"] - good["win_rate_t_ci_low"] > 0
+    if warned:
+        assert note.startswith(f"only {n_prompts} prompts")
+
+
+def test_few_prompts_counts_the_judged_prompts_not_the_answered_ones():
+    """A model answered 40 prompts but its judge succeeded on 5: the intervals rest on 5."""
+    results = _results({"sft": 0.0, "good": 1.0}, n_prompts=40, judges=("oracle",))
+    keep = {f"p{p:03d}" for p in range(5)}
+    for j in results[1].judged["oracle"]:
+        if j.candidate["prompt_id"] not in keep:
+            j.row["status"] = "failed: timeout"
+    records = leaderboard_records(results, {}, "oracle",
+                                  ReportSettings(rounds=20, style_control=False))
+    assert few_prompts_note(records).startswith("only 5 prompts")
 
 
 # ------------------------------------------------------------------ head to head

@@ -137,12 +137,13 @@ class HFBackend:
         return completions
 
     def generate(self, requests: list[Request], params: SamplingParams, *, batch_size: int,
-                 seed: int, desc: str = "generate") -> list[Completion]:
+                 seed: int, desc: str = "generate", progress: bool = True) -> list[Completion]:
         """Convenience: all requests in batches; each request seeded from its own content."""
         from tqdm.auto import tqdm
 
         out: list[Completion] = []
-        for i in tqdm(range(0, len(requests), batch_size), desc=desc, leave=False):
+        for i in tqdm(range(0, len(requests), batch_size), desc=desc, leave=False,
+                      disable=not progress):
             out += self.generate_batch(requests[i:i + batch_size], params, seed)
         return out
 

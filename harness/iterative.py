@@ -62,13 +62,14 @@ def pair_from_win_matrix(prompt: str, texts: list[str],
 
 
 def self_play_pairs(backend, prompts: list[str], k: int, seed: int, max_new_tokens: int, *,
-                    scorer=None, judge=None, bt_scale: float = 1.0) -> tuple[list[dict], int]:
+                    scorer=None, judge=None, bt_scale: float = 1.0,
+                    progress: bool = True) -> tuple[list[dict], int]:
     """One iteration's training rows, and how many prompts had a failed judgment."""
     from evaluators.generation import SamplingParams
 
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=1.0, top_p=1.0)
     outs = backend.generate([(p, i) for p in prompts for i in range(k)], params,
-                            batch_size=64, seed=seed, desc="sppo samples")
+                            batch_size=64, seed=seed, desc="sppo samples", progress=progress)
     rows, failed = [], 0
     for n, prompt in enumerate(prompts):
         texts = [o.text for o in outs[n * k:(n + 1) * k]]
@@ -107,7 +108,8 @@ def train_sppo(exp, run, run_key: str, loss, show_progress: bool = True):
         rows, failed = self_play_pairs(HFBackend(str(policy_dir)), prompts,
                                        loss.samples_per_prompt, seed_from(run.seed, "sppo", t),
                                        exp.spec.generation.max_new_tokens, scorer=scorer,
-                                       judge=judge, bt_scale=exp.task.bt_scale)
+                                       judge=judge, bt_scale=exp.task.bt_scale,
+                                       progress=show_progress)
         if not rows:
             raise InputError(f"run '{run.label}', sppo iteration {t + 1}: no prompt gave two "
                              f"differently judged samples ({failed} prompts had failed "

@@ -278,7 +278,7 @@ def final_weights(results: Path) -> dict[str, torch.Tensor]:
     return load_file(results / "artifacts" / Path(path).name / "model.safetensors")
 
 
-def test_sppo_trains_only_the_iterates_the_store_does_not_hold(tmp_path, monkeypatch):
+def test_sppo_trains_only_the_iterates_the_store_does_not_hold(tmp_path, monkeypatch, capfd):
     """Catches SPPO retraining an iterate it finds in the store (e.g. ignoring the lookup,
     or reusing all but the last), and resuming without building on the stored iterate
     (iteration 2 trained from the SFT reference instead of iterate 1).
@@ -299,9 +299,12 @@ def test_sppo_trains_only_the_iterates_the_store_does_not_hold(tmp_path, monkeyp
     prepare_stage(spec, uninterrupted)
     shutil.copytree(uninterrupted, resumed)  # the same SFT reference, built once
 
+    capfd.readouterr()
     with counting_train_calls(monkeypatch) as calls:
         train_stage(spec, uninterrupted)
     assert [c.label for c in calls] == [f"{SPPO_LABEL} iter 1/2", f"{SPPO_LABEL} iter 2/2"]
+    # show_progress=False silences the self-play sampling bar too
+    assert "sppo samples" not in capfd.readouterr().err
     want = final_weights(uninterrupted)
 
     # Interrupted before iteration 2: the store holds iterate 1 only.

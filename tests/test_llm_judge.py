@@ -397,7 +397,18 @@ def test_smollm2_judge_integration():
     base_models.resolve_base_model("smollm2-135m-instruct")  # converted once, then cached
     judge = LLMJudge(None, template="alpaca_eval", model="smollm2-135m-instruct")
     prompt = "What is the capital of France?"
-    ((p, info),) = judge.judge_detailed(prompt, ["I like bananas."],
-                                        ["The capital of France is Paris."])
-    assert 0.0 <= p <= 1.0 and info["calls"] == 2 and info["soft"] == [True, True]
+    right, wrong = "The capital of France is Paris.", "The capital of France is Berlin."
+    ((p_right, info),) = judge.judge_detailed(prompt, [wrong], [right])  # right as candidate
+    ((p_wrong, info_swapped),) = judge.judge_detailed(prompt, [right], [wrong])
+    assert info["calls"] == 2 and info["soft"] == [True, True]
     assert info["prompt_tokens"] > 100 and info["completion_tokens"] == 2
+    # Measured (CPU, float32): P(Paris wins) = 0.511 with Paris as the candidate and
+    # 1 - 0.489 = 0.511 with Paris as the baseline. The 135M judge is mostly position-biased
+    # (P(candidate) = 0.751 when shown one way round, 0.272 the other), so the signal is in
+    # the shift: in each presentation order Paris gets 0.023 more than Berlin does in the same
+    # slot. The soft verdict is read from deterministic logits, so float noise (~1e-5) is far
+    # below the margins asserted here; a judge that read its labels the wrong way round, or
+    # swapped the answers it shows, fails both.
+    assert p_right > 0.505 and 1.0 - p_wrong > 0.505
+    for slot in range(2):  # the same slot, the right answer against the wrong one
+        assert info["p_calls"][slot] - info_swapped["p_calls"][slot] > 0.01

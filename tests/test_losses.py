@@ -308,13 +308,22 @@ def test_nan_hyperparameters_rejected(name: str, kw: dict) -> None:
 
 
 def test_spo_weight_fn_not_silently_ignored() -> None:
-    b = _batch(seed=17)
-    try:
-        loss = get_loss("spo", alpha=1.0, weight_fn=lambda *a: torch.zeros(32))
-    except (TypeError, ValueError, NotImplementedError):
-        return  # refusing an unsupported option is acceptable
-    # otherwise the weight must change the losses
-    assert not torch.allclose(loss(**b).losses, get_loss("spo", alpha=1.0)(**b).losses)
+    """A weight_fn multiplies each pair's SPO loss by its (detached) weight, called with the
+    detached log-probs and the lengths, as METHODS.md §1.2's weighted SPO does."""
+    b = _full(seed=17)
+    seen = {}
+
+    def weight_fn(pc, pr, lc, lr):
+        seen.update(pc=pc, lc=lc)
+        return torch.arange(32, dtype=torch.float64) / 8.0  # 0 switches a pair off
+
+    plain = get_loss("spo", alpha=1.0)(**b)
+    weighted = get_loss("spo", alpha=1.0, weight_fn=weight_fn)(**b)
+    w = torch.arange(32, dtype=torch.float64) / 8.0
+    torch.testing.assert_close(weighted.losses, w * plain.losses, rtol=1e-12, atol=0)
+    assert float(weighted.metrics["weights/mean"]) == pytest.approx(float(w.mean()), abs=1e-12)
+    assert torch.equal(seen["pc"], b["policy_chosen_logps"]) and not seen["pc"].requires_grad
+    assert torch.equal(seen["lc"], b["chosen_lengths"])
 
 
 @pytest.mark.parametrize("name,kw", [("spo", {"alpha": 1.0}), ("dpo", {"beta": 0.1})])
@@ -486,7 +495,7 @@ def _expected_losses(name: str, kw: dict, b: dict, p: torch.Tensor | None = None
         eps = kw["label_smoothing"]
         return -(1 - eps) * torch.log(torch.sigmoid(beta * h)) - eps * torch.log(
             torch.sigmoid(-beta * h))
-    if name in ("rdpo", "robust"):  # TRL robust: (clean - flipped) / (1 - 2 eps)
+    if name == "rdpo":  # TRL robust: (clean - flipped) / (1 - 2 eps)
         eps = kw["label_smoothing"]
         clean = -(1 - eps) * F.logsigmoid(beta * h)
         flipped = -eps * F.logsigmoid(-beta * h)
@@ -517,7 +526,7 @@ def _expected_losses(name: str, kw: dict, b: dict, p: torch.Tensor | None = None
 
 CASES = [(n, {"beta": be}) for n in ("ipo", "hinge", "gdpo", "gipo") for be in BETAS]
 CASES += [("sppo", {"beta": be, "form": "sppo_single"}) for be in BETAS]
-CASES += [(n, {"beta": be, "label_smoothing": e}) for n in ("cdpo", "rdpo", "robust")
+CASES += [(n, {"beta": be, "label_smoothing": e}) for n in ("cdpo", "rdpo")
           for be in (0.1, 1.0) for e in EPS]
 CASES += [("simpo", {"beta": be, "gamma": g}) for be in (0.5, 2.0, 2.5) for g in (0.0, 0.5, 1.0)]
 CASES += [("orpo", {"lambda": lam}) for lam in (0.0, 0.1, 1.0)] + [("sft", {})]
@@ -568,7 +577,6 @@ def test_hard_label_reductions(beta: float) -> None:
     _close(get_loss("gdpo", beta=beta)(**pairs, soft_labels=ones).losses, dpo)
     _close(get_loss("cdpo", beta=beta, label_smoothing=0.0)(**pairs).losses, dpo)
     _close(get_loss("rdpo", beta=beta, label_smoothing=0.0)(**pairs).losses, dpo)
-    _close(get_loss("robust", beta=beta, label_smoothing=0.0)(**pairs).losses, dpo)
     ipo = get_loss("ipo", beta=beta)(**pairs).losses
     _close(get_loss("gipo", beta=beta)(**pairs).losses, ipo)
     _close(get_loss("gipo", beta=beta)(**pairs, soft_labels=ones).losses, ipo)
@@ -620,6 +628,8 @@ def test_simpo_one_token_without_margin_is_spo() -> None:
 
 
 def test_robust_is_an_alias_of_rdpo() -> None:
+    """`robust` (TRL's name) is the very class registered as `rdpo`, so no other test repeats
+    its cases under the alias."""
     assert isinstance(get_loss("robust"), RDPOLoss) and get_loss("robust").label_smoothing == 0.1
     assert LOSSES.get("robust") is LOSSES.get("rdpo")
 
@@ -775,7 +785,7 @@ FLAGS = {  # name: (requires_reference, requires_lengths, requires_token_kl, pai
     "spo": (False, False, False, True, SPOLoss), "dpo": (True, False, False, True, DPOLoss),
     "ipo": (True, True, False, True, IPOLoss), "hinge": (True, False, False, True, HingeLoss),
     "cdpo": (True, False, False, True, CDPOLoss), "rdpo": (True, False, False, True, RDPOLoss),
-    "robust": (True, False, False, True, RDPOLoss), "gdpo": (True, False, False, True, GDPOLoss),
+    "gdpo": (True, False, False, True, GDPOLoss),
     "gipo": (True, True, False, True, GIPOLoss), "simpo": (False, True, False, True, SimPOLoss),
     "orpo": (False, True, False, True, ORPOLoss), "sft": (False, True, False, True, SFTLoss),
     "sppo": (True, False, False, True, SPPOLoss), "tdpo": (True, False, True, True, TDPOLoss),
@@ -850,7 +860,7 @@ def test_bad_float_hyperparameters(name: str, key: str, bad) -> None:
 
 @pytest.mark.parametrize("name,kw", [
     ("ipo", {"beta": 0.0}), ("cdpo", {"label_smoothing": 0.5}), ("rdpo", {"label_smoothing": 0.5}),
-    ("robust", {"label_smoothing": 0.7}), ("sppo", {"beta": 0.0}), ("simpo", {"beta": 0.0}),
+    ("rdpo", {"label_smoothing": 0.7}), ("sppo", {"beta": 0.0}), ("simpo", {"beta": 0.0}),
     ("tdpo", {"tdpo2": "yes"}), ("tdpo", {"tdpo2": 1}), ("spo", {"reg_prompts_per_step": 1.5}),
 ])
 def test_bad_values(name: str, kw: dict) -> None:
@@ -1023,7 +1033,7 @@ def test_ipo_optimum_is_pi_ref_exp_win_rate_over_tau() -> None:
 
 
 NO_TARGET = [
-    ("hinge", {}), ("cdpo", {}), ("rdpo", {}), ("robust", {}), ("gdpo", {}),
+    ("hinge", {}), ("cdpo", {}), ("rdpo", {}), ("gdpo", {}),
     ("simpo", {}), ("orpo", {}), ("sppo", {}), ("tdpo", {}), ("kto", {}),
     ("spo", {"lambda": 0.5}),
 ]

@@ -106,12 +106,7 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
         kl_log = KLTerm(reference, tok, job.reg_prompts, job.seed,
                         prompts_per_step=cfg.kl_log_prompts, max_new_tokens=16)
 
-    start, history, window = 0, [], []  # window: metrics since the last log line
-    ckpt = _latest_checkpoint(job.work_dir)
-    if ckpt is not None:
-        accelerator.load_state(str(ckpt))
-        state = json.loads((ckpt / "trainer_state.json").read_text())
-        start, history, window = state["step"], state["history"], state["window"]
+    start, history, window = _resume(accelerator, job.work_dir)
 
     bar = tqdm(total=total, initial=start, desc=f"train {job.label}", leave=False,
                disable=not show_progress)
@@ -155,6 +150,18 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
             _save_checkpoint(accelerator, job.work_dir, step + 1, history, window)
     bar.close()
     return accelerator.unwrap_model(model), tok, history
+
+
+def _resume(accelerator, work_dir: Path) -> tuple[int, list[dict], list[dict]]:
+    """(first step to run, log history, metrics since the last log line) from the newest
+    checkpoint in work_dir, its model, optimizer, scheduler and RNG state loaded into
+    accelerator's objects; (0, [], []) when there is none."""
+    ckpt = _latest_checkpoint(work_dir)
+    if ckpt is None:
+        return 0, [], []
+    accelerator.load_state(str(ckpt))
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    return state["step"], state["history"], state["window"]
 
 
 def _nanmean(values: list[float]) -> float | None:

@@ -3,6 +3,11 @@
 Quality is the win rate against the baseline where the report has one, else the mean
 reward; diversity is the sequence entropy and the embedding diversity, one panel each where
 the records have them. Higher is better on both axes.
+
+This is the plot that answers "what does softness cost?": every run is a point with 95%
+intervals on both axes, the baseline (the reference model in the quickstart) a star, and
+the runs of a method swept over its softness knob (SPO's alpha, DPO's beta) are joined in
+knob order into one curve, each point labelled with its knob value.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ DIVERSITY = [("entropy", "sequence entropy (nats)"),
              ("embedding_diversity", "embedding diversity (1 - mean cosine)")]
 QUALITY = {"win_rate": "win rate vs baseline (%)", "mean_reward": "mean reward"}
 BASELINE_WIN_RATE = 50.0   # the baseline against itself: every pair a tie, a tie counts 1/2
+KNOB_SYMBOL = {"alpha": "α", "beta": "β"}
 
 
 def _num(record: dict[str, Any], key: str) -> float | None:
@@ -48,6 +54,30 @@ def pareto_front(records: list[dict[str, Any]], quality: str, diversity: str) ->
             continue
         front.append(not any(oq >= q and od >= d and (oq > q or od > d) for oq, od in valid))
     return front
+
+
+def sweep_knob(recs: list[dict[str, Any]], method: str) -> str | None:
+    """The softness knob (alpha, beta) a method's runs take at least two values of, or None."""
+    runs = [r for r in recs if r.get("method") == method and not r.get("is_baseline")]
+    for knob in KNOB_SYMBOL:
+        if len({(r.get("params") or {}).get(knob) for r in runs
+                if knob in (r.get("params") or {})}) >= 2:
+            return knob
+    return None
+
+
+def sweep_curve(recs: list[dict[str, Any]], method: str, knob: str, x_key: str,
+                y_key: str) -> list[tuple[float, float, float]]:
+    """(knob value, mean x, mean y) of a method's runs, in knob order, averaged over seeds."""
+    by_value: dict[float, list[tuple[float, float]]] = {}
+    for r in recs:
+        value = (r.get("params") or {}).get(knob)
+        x, y = _num(r, x_key), _num(r, y_key)
+        if r.get("method") == method and not r.get("is_baseline") and value is not None \
+                and x is not None and y is not None:
+            by_value.setdefault(float(value), []).append((x, y))
+    return [(v, sum(x for x, _ in pts) / len(pts), sum(y for _, y in pts) / len(pts))
+            for v, pts in sorted(by_value.items())]
 
 
 def _quality_key(records: list[dict[str, Any]]) -> str | None:
@@ -151,6 +181,7 @@ def _plot(recs, quality, panels, fronts, path: Path) -> None:
 
     methods = sorted({str(r.get("method")) for r in recs if not r.get("is_baseline")})
     colour = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    knobs = {m: sweep_knob(recs, m) for m in methods}
     fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.4), squeeze=False)
     for ax, (key, title) in zip(axes.flat, panels):
         shown = set()
@@ -168,8 +199,15 @@ def _plot(recs, quality, panels, fronts, path: Path) -> None:
                         capsize=2, mec="red" if fronts[key][i] else "none", mew=1.6,
                         zorder=3)
             shown.add(name)
-            ax.annotate(str(r.get("label")), (x, y), textcoords="offset points", xytext=(4, 4),
-                        fontsize=7)
+            knob = None if base else knobs[name]
+            text = (f"{KNOB_SYMBOL[knob]}={(r.get('params') or {})[knob]:g}" if knob
+                    else str(r.get("label")))
+            ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        for m in methods:  # one curve per swept method, in knob order
+            if knobs[m]:
+                curve = sweep_curve(recs, m, knobs[m], key, quality)
+                ax.plot([c[1] for c in curve], [c[2] for c in curve], color=colour[m], lw=1.2,
+                        alpha=0.8, zorder=2)
         on_front = sorted((_num(r, key), _num(r, quality))
                           for i, r in enumerate(recs) if fronts[key][i])
         if on_front:
@@ -180,7 +218,8 @@ def _plot(recs, quality, panels, fronts, path: Path) -> None:
         # legend entries drawn apart, so that no method's entry inherits a front ring
         handles = [Line2D([], [], ls="", marker="*" if n == "baseline" else "o",
                           ms=10 if n == "baseline" else 6,
-                          color="black" if n == "baseline" else colour[n], label=n)
+                          color="black" if n == "baseline" else colour[n],
+                          label=n if n == "baseline" or not knobs[n] else f"{n} over {knobs[n]}")
                    for n in ["baseline", *methods] if n in shown]
         handles += [Line2D([], [], ls="--", color="red", marker="o", mfc="none", mec="red",
                            label="Pareto front")] if on_front else []

@@ -6,6 +6,13 @@ over beta. For every method swept over one of these, the report writes `softness
 against the knob), with the records' 95% prompt-bootstrap intervals (`<key>_ci_low/_ci_high`)
 as columns, bracketed in the table and as error bars in the plot.
 
+Axes that do not exaggerate: each panel draws the baseline's value (the reference model in
+the quickstart; 50 for a win rate against it) as a dashed line and its y-range includes it,
+so a spread of a few points is seen against the distance from where training started. A
+bounded metric that every run has within 1% of its bound (distinct-n of short answers is 1
+everywhere) cannot show a difference: it is left out of the plot and named as saturated in
+`softness.md`.
+
 Several seeds of one configuration: the plot shows the mean over seeds, and its error bar is
 the hull of the seeds' intervals (lowest low to highest high). The hull is conservative: it
 covers every seed's interval and so also part of the spread between seeds, which a mean of
@@ -26,6 +33,12 @@ PANELS = [("win_rate", "win rate vs baseline (%)"), ("mean_reward", "mean reward
           ("distinct_2", "distinct-2"), ("ead", "EAD (Kirk et al., n = 1..5)"),
           ("embedding_diversity", "embedding diversity (1 - cos)"),
           ("kl_to_ref", "KL to reference (nats)"), ("exact_entropy", "exact entropy (nats)")]
+
+
+# metrics with an upper bound they saturate at: (bound, how close counts as saturated)
+BOUNDED = {"distinct_1": 1.0, "distinct_2": 1.0, "ead": 1.0}
+SATURATION_TOLERANCE = 0.01
+BASELINE_WIN_RATE = 50.0   # the baseline against itself: every pair a tie
 
 
 def _interval(key: str) -> tuple[str, str]:
@@ -52,6 +65,28 @@ def softness_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def saturated(frame: Any, key: str) -> bool:
+    """Whether every run's value of a bounded metric lies within SATURATION_TOLERANCE of its
+    bound (so the metric cannot tell the runs apart)."""
+    if key not in BOUNDED:
+        return False
+    values = frame[key].dropna()
+    return bool(len(values)) and bool(((BOUNDED[key] - values).abs()
+                                       <= SATURATION_TOLERANCE).all())
+
+
+def baseline_levels(records: list[dict[str, Any]]) -> dict[str, float]:
+    """The baseline record's value of each panel metric (50 for the win rate against it)."""
+    base = next((r for r in records if r.get("is_baseline")), None)
+    if base is None:
+        return {}
+    levels = {k: float(base[k]) for k, _ in PANELS
+              if isinstance(base.get(k), (int, float)) and not isinstance(base.get(k), bool)
+              and math.isfinite(base[k])}
+    levels.setdefault("win_rate", BASELINE_WIN_RATE)
+    return levels
+
+
 def write_softness(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """softness.csv / .md / .json / .png for the swept methods; [] when nothing is swept."""
     rows = softness_rows(records)
@@ -64,15 +99,23 @@ def write_softness(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         for c in (k, *_interval(k)):
             frame[c] = pd.to_numeric(frame[c], errors="coerce")
     panels = [(k, t) for k, t in PANELS if frame[k].notna().any()]
+    flat = [k for k, _ in panels if saturated(frame, k)]
     write_text_atomic(out_dir / "softness.csv", frame.to_csv(index=False))
     cols = ["method", "knob", "value", "seed"] + [k for k, _ in panels]
     lines = ["# Diversity vs softness", "", "| " + " | ".join(cols) + " |",
              "|" + "---|" * len(cols)]
     for row in rows:
         lines.append("| " + " | ".join(_cell(row, c) for c in cols) + " |")
+    if flat:
+        lines += ["", "Not plotted, saturated at their bound (every run within "
+                  f"{SATURATION_TOLERANCE:g} of it, so they cannot tell the runs apart): "
+                  + ", ".join(f"{k} (bound {BOUNDED[k]:g})" for k in flat) + "."]
     write_text_atomic(out_dir / "softness.md", "\n".join(lines) + "\n")
     write_json(out_dir / "softness.json", rows)
-    _plot(frame, panels, out_dir / "softness.png")
+    plotted = [(k, t) for k, t in panels if k not in flat]
+    if not plotted:
+        return [out_dir / "softness.csv", out_dir / "softness.md"]
+    _plot(frame, plotted, baseline_levels(records), out_dir / "softness.png")
     return [out_dir / "softness.csv", out_dir / "softness.md", out_dir / "softness.png"]
 
 
@@ -105,7 +148,7 @@ def seed_aggregate(group: Any, key: str) -> Any:
     return out
 
 
-def _plot(frame, panels, path: Path) -> None:
+def _plot(frame, panels, levels: dict[str, float], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,6 +168,8 @@ def _plot(frame, panels, path: Path) -> None:
             ax.errorbar(agg.index, agg["mean"], yerr=[below.values, above.values]
                         if known.any() else None, marker="o", capsize=3, elinewidth=0.8,
                         label=f"{method} ({knob})")
+        if key in levels:  # where training started, so the spread is seen against it
+            ax.axhline(levels[key], ls="--", color="0.4", lw=1, label="baseline")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("softness: alpha (SPO) / beta")
         ax.set_title(title)

@@ -97,3 +97,16 @@ def test_interval_not_containing_the_point_still_plots(tmp_path) -> None:
     records = [_rec("a", win_rate=50.0, win_rate_ci_low=51.0, win_rate_ci_high=60.0,
                     entropy=2.0, entropy_ci_low=math.nan, entropy_ci_high=3.0)]
     assert len(write_pareto(records, tmp_path)) == 3
+
+
+def test_sweep_curve_joins_a_methods_runs_in_knob_order_averaging_seeds() -> None:
+    from evaluators.pareto import sweep_curve, sweep_knob
+    recs = [{"method": "spo", "params": {"alpha": 2.0}, "seed": 0, "entropy": 3.0, "win_rate": 55.0},
+            {"method": "spo", "params": {"alpha": 0.5}, "seed": 0, "entropy": 1.0, "win_rate": 70.0},
+            {"method": "spo", "params": {"alpha": 0.5}, "seed": 1, "entropy": 2.0, "win_rate": 60.0},
+            {"method": "dpo", "params": {"beta": 0.1}, "seed": 0, "entropy": 1.0, "win_rate": 75.0},
+            {"method": "sft", "params": {}, "is_baseline": True, "entropy": 5.0}]
+    assert sweep_knob(recs, "spo") == "alpha" and sweep_knob(recs, "dpo") is None
+    assert sweep_knob(recs, "sft") is None
+    assert sweep_curve(recs, "spo", "alpha", "entropy", "win_rate") == [(0.5, 1.5, 65.0),
+                                                                       (2.0, 3.0, 55.0)]

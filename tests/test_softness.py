@@ -80,3 +80,33 @@ def test_plot_with_partial_intervals(tmp_path):
     paths = write_softness(records, tmp_path)
     assert (tmp_path / "softness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(paths) == 3 and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_saturated_metric_is_named_and_left_out_of_the_plot(tmp_path):
+    """distinct-2 at 1 for every run (within 0.01) says nothing: the table names it as
+    saturated; a metric merely near its bound for some runs is kept."""
+    records = [_rec("spo", {"alpha": a}, win_rate=50 + a, entropy=a, distinct_2=1.0 - 0.004 * a,
+                    distinct_1=0.9 + 0.04 * a) for a in (0.5, 1.0, 2.0)]
+    write_softness(records, tmp_path)
+    md = (tmp_path / "softness.md").read_text()
+    assert "saturated at their bound" in md and "distinct_2 (bound 1)" in md
+    assert "distinct_1 (bound" not in md          # 0.92..0.98: not all within 0.01 of 1
+    frame = pd.read_csv(tmp_path / "softness.csv")
+    from evaluators.softness import saturated
+    assert saturated(frame, "distinct_2") and not saturated(frame, "distinct_1")
+    assert not saturated(frame, "entropy")        # unbounded metrics never saturate
+
+
+def test_everything_saturated_writes_no_png(tmp_path):
+    records = [_rec("spo", {"alpha": a}, distinct_2=1.0) for a in (0.5, 1.0)]
+    paths = write_softness(records, tmp_path)
+    assert [p.name for p in paths] == ["softness.csv", "softness.md"]
+    assert not (tmp_path / "softness.png").exists()
+
+
+def test_baseline_levels_are_the_baseline_record_and_50_for_win_rate():
+    from evaluators.softness import baseline_levels
+    base = {**_rec("sft", {}, entropy=49.0, mean_reward=0.04, kl_to_ref=0.0), "is_baseline": True}
+    levels = baseline_levels([_rec("spo", {"alpha": 1.0}, entropy=70.0), base])
+    assert levels == {"entropy": 49.0, "mean_reward": 0.04, "kl_to_ref": 0.0, "win_rate": 50.0}
+    assert baseline_levels([_rec("spo", {"alpha": 1.0}, entropy=70.0)]) == {}

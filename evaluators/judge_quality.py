@@ -369,8 +369,11 @@ def write_judge_quality(results: list[ModelResults], judges: list[dict[str, Any]
                 r["others"] = [v[(label, r["pair"])] for i, v in enumerate(verdicts)
                                if i != k and idents[i] != ident and (label, r["pair"]) in v]
         prices = j.get("prices")
+        fp = j["fingerprint"]
         out.append({"name": j["name"], "params": j["params"],
-                    "fingerprint": content_hash(j["fingerprint"]), "model_identity": ident,
+                    # an LLM judge's protocol (alpaca_eval_2, mt_bench_pair, ...), None if ours
+                    "protocol": fp.get("protocol") if isinstance(fp, dict) else None,
+                    "fingerprint": content_hash(fp), "model_identity": ident,
                     "prices": (None if prices is None else
                                {key: _price(prices, key)
                                 for key in ("prompt_per_1k", "completion_per_1k")}),
@@ -426,9 +429,12 @@ def _markdown(report: dict[str, Any]) -> str:
     for j in report["judges"]:
         name = f"{j['name']} {json.dumps(j['params'], sort_keys=True)}" if j["params"] \
             else j["name"]
+        if j.get("protocol") and j["params"].get("protocol") != j["protocol"]:
+            name += f" (protocol {j['protocol']})"
         lines.append(f"| {name} | " + " | ".join(_fmt(j["overall"][c]) for c in COLUMNS) + " |")
     for j in report["judges"]:
-        lines += ["", f"## {j['name']} ({j['fingerprint']}) by model", "",
+        protocol = f", protocol {j['protocol']}" if j.get("protocol") else ""
+        lines += ["", f"## {j['name']} ({j['fingerprint']}{protocol}) by model", "",
                   head.replace("| judge |", "| model |"), rule]
         for label, stats in j["by_model"].items():
             lines.append(f"| {label} | " + " | ".join(_fmt(stats[c]) for c in COLUMNS) + " |")

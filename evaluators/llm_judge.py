@@ -3,27 +3,37 @@
 The template (`judge_templates/*.yaml`, or the path of your own file) holds the system and
 user text with {instruction}, {output_1}, {output_2} and how to read the verdict: one label
 for "the answer shown first is better", one for the second, optionally one for a tie, and a
-regex that finds the label in the judge's answer. Nothing in a template is executed.
+regex that finds the label in the judge's answer. Nothing in a template is executed. A
+template with `turns: 2` (mt_bench_multi_turn) holds two-turn conversations instead, filled
+from the task's `conversation_turns(prompt, answer) -> (questions, answers)`.
 
 Backends: `hf` (a local Hugging Face folder, or a base-model name such as
 `smollm2-135m-instruct`; batched greedy `generate`) and `openai` (any OpenAI-compatible
 server). With `soft: true` the preference is read from the label tokens' probabilities at
 the verdict (AlpacaEval's weighted annotators do this), else from the parsed verdict
-(1 / 0 / 0.5). Position bias: `both` asks in both orders and averages (Arena-Hard, MT-Bench),
-`random` asks once in an order drawn per pair from `seed` (AlpacaEval).
+(1 / 0 / 0.5). Position bias: `both` asks in both orders and averages (ours; `combine:
+agreement` applies MT-Bench's rule instead), `random` asks once in an order drawn per pair
+from `seed` (ours), `instruction` once in an order drawn per instruction as AlpacaEval does.
+
+Protocols (`protocol: alpaca_eval_2 | alpaca_eval_2_clf | mt_bench_pair |
+mt_bench_pair_multi_turn`, see PROTOCOLS) fix the template text, decoding, label tokens,
+position handling, order combination and token budget to the anchor's; an explicit option
+that disagrees with the protocol is an input error.
 
 The judge's fingerprint holds the template text, the model's content hash (or served name),
-the backend, decoding and position settings, so editing a template makes new calls; API
-keys, URLs, timeouts and batch sizes are not part of it (they do not change a verdict).
+the backend, decoding and position settings and the protocol, so editing a template makes
+new calls; API keys, URLs, timeouts and batch sizes are not part of it (they do not change a
+verdict).
 """
 
 from __future__ import annotations
 
 import math
+import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,7 +46,10 @@ from harness.tasks.base import Task
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "judge_templates"
 PLACEHOLDERS = ("instruction", "output_1", "output_2")
+TURN_PLACEHOLDERS = ("question_1", "question_2", "answer_a_1", "answer_a_2", "answer_b_1",
+                     "answer_b_2")  # FastChat's pair-v2-multi-turn
 _PLACEHOLDER_RE = re.compile(r"\{(instruction|output_1|output_2)\}")
+_TURN_PLACEHOLDER_RE = re.compile(r"\{(question_[12]|answer_[ab]_[12])\}")
 _VERDICT_KEYS = {"first", "second", "tie", "regex", "pick", "logprobs_at", "max_new_tokens"}
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SECOND_WINS = {"first": 0.0, "second": 1.0, "tie": 0.5}  # P(answer shown second wins)
@@ -69,14 +82,31 @@ class JudgeTemplate:
     system: str
     user: str
     verdict: Verdict
+    turns: int = 1             # 2: two-turn conversations ({question_1}, {answer_a_1}, ...)
 
     def render(self, instruction: str, output_1: str, output_2: str) -> Messages:
         """Chat messages with the placeholders filled in one pass (inserted text is not
         scanned again, so an answer containing "{output_2}" stays as it is)."""
-        values = {"instruction": instruction, "output_1": output_1, "output_2": output_2}
+        if self.turns != 1:
+            raise ValueError(f"template {self.name} holds {self.turns}-turn conversations: "
+                             "use render_turns")
+        return self._fill({"instruction": instruction, "output_1": output_1,
+                           "output_2": output_2}, _PLACEHOLDER_RE)
 
+    def render_turns(self, questions: Sequence[str], answers_1: Sequence[str],
+                     answers_2: Sequence[str]) -> Messages:
+        """A two-turn template filled with both questions and each assistant's two answers
+        (answers_1 are shown first, as assistant A), in one pass as `render`."""
+        if self.turns != 2:
+            raise ValueError(f"template {self.name} is single-turn: use render")
+        (q1, q2), (a1, a2), (b1, b2) = questions, answers_1, answers_2
+        return self._fill({"question_1": q1, "question_2": q2, "answer_a_1": a1,
+                           "answer_a_2": a2, "answer_b_1": b1, "answer_b_2": b2},
+                          _TURN_PLACEHOLDER_RE)
+
+    def _fill(self, values: dict[str, str], pattern: re.Pattern[str]) -> Messages:
         def fill(text: str) -> str:
-            return _PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], text)
+            return pattern.sub(lambda m: values[m.group(1)], text)
 
         messages = [{"role": "system", "content": fill(self.system)}] if self.system else []
         return messages + [{"role": "user", "content": fill(self.user)}]
@@ -98,8 +128,11 @@ class JudgeTemplate:
         return found[0]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "system": self.system, "user": self.user,
-                "verdict": asdict(self.verdict)}
+        out = {"name": self.name, "system": self.system, "user": self.user,
+               "verdict": asdict(self.verdict)}
+        if self.turns != 1:  # single-turn fingerprints stay as they were
+            out["turns"] = self.turns
+        return out
 
 
 def template_path(name_or_path: str) -> Path:
@@ -122,9 +155,13 @@ def load_template(name_or_path: str) -> JudgeTemplate:
     data = yaml_safe_load(_template_text(path), where)
     if not isinstance(data, dict):
         raise InputError("a judge template is a mapping with system, user and verdict", file=where)
-    unknown = set(data) - {"name", "system", "user", "verdict"}
+    unknown = set(data) - {"name", "system", "user", "verdict", "turns"}
     if unknown:
         raise InputError(f"unknown keys {sorted(unknown, key=str)}", file=where)
+    turns = data.get("turns", 1)
+    if turns not in (1, 2) or isinstance(turns, bool):
+        raise InputError("must be 1 (a question and two answers) or 2 (two-turn "
+                         "conversations)", file=where, field="turns")
     for key in ("system", "user"):
         if not isinstance(data.get(key, ""), str):
             raise InputError("must be a string", file=where, field=key)
@@ -133,7 +170,8 @@ def load_template(name_or_path: str) -> JudgeTemplate:
         if _SURROGATE.search(text):  # YAML's "\ud800" escape gives one: not sendable text
             raise InputError("holds a lone surrogate (e.g. \\ud800): not valid Unicode",
                              file=where, field=key)
-    missing = ["{" + p + "}" for p in PLACEHOLDERS if "{" + p + "}" not in system + user]
+    names = PLACEHOLDERS if turns == 1 else TURN_PLACEHOLDERS
+    missing = ["{" + p + "}" for p in names if "{" + p + "}" not in system + user]
     if missing:
         raise InputError(f"the template text never uses {', '.join(missing)}", file=where,
                          field="user")
@@ -149,7 +187,7 @@ def load_template(name_or_path: str) -> JudgeTemplate:
     except TypeError as exc:
         raise InputError(str(exc), file=where, field="verdict") from None
     _check_verdict(verdict, where)
-    return JudgeTemplate(str(data.get("name") or path.stem), system, user, verdict)
+    return JudgeTemplate(str(data.get("name") or path.stem), system, user, verdict, turns)
 
 
 def _template_text(path: Path) -> str:
@@ -224,6 +262,9 @@ class Reply:
     label_probs: list[dict[str, float]] = field(default_factory=list)
     emitted: list[str | None] = field(default_factory=list)
     token_at: Callable[[int], int | None] = lambda offset: None  # char offset -> token index
+    # per generated token: the top-k (token text, log-prob) as the server lists them, when
+    # the call asked for them (protocols that read exact tokens, as AlpacaEval does)
+    top_logprobs: list[list[tuple[str, float]]] = field(default_factory=list)
 
 
 def second_wins(template: JudgeTemplate, reply: Reply,
@@ -243,6 +284,136 @@ def second_wins(template: JudgeTemplate, reply: Reply,
     if verdict is None:
         return None, None, False
     return _SECOND_WINS[verdict], verdict, False
+
+
+def _logsumexp(values: list[float]) -> float:
+    """log(sum(exp(v))), as scipy.special.logsumexp computes it (max-shifted; all -inf ->
+    -inf)."""
+    top = max(values)
+    if top == -math.inf:
+        return -math.inf
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def alpaca_eval_preference(top_logprobs: list[tuple[str, float]], first: str, second: str,
+                           binarize: bool) -> float | None:
+    """AlpacaEval's preference (1 = output shown first wins, 2 = shown second wins) from one
+    token's top log-probs: alpaca_eval 0.6.6 `completion_parsers.logprob_parser` with
+    numerator_token = `first`, denominator_tokens = [first, second].
+
+    Exact tokens only; a label missing from the list has log-prob -inf; neither listed ->
+    None (AlpacaEval's NaN: no annotation). Soft (weighted_alpaca_eval_gpt4_turbo):
+    2 - p(first) / (p(first) + p(second)). Binarized (alpaca_eval_clf_gpt4_turbo): 1 if
+    log p(first) > log p(second), else 2, so equal log-probs go to the second.
+    """
+    wanted = [second, first]  # denominator_tokens + [numerator_token]
+    listed = {tok: lp for tok, lp in top_logprobs if tok in wanted}  # a repeat: the last wins
+    if not listed:
+        return None
+    numerator = listed.get(first, -math.inf)
+    if binarize:
+        return 1.0 if numerator > listed.get(second, -math.inf) else 2.0
+    denominator = _logsumexp([listed.get(t, -math.inf) for t in (first, second)])
+    return 2.0 - math.exp(numerator - denominator)
+
+
+def alpaca_eval_switched(instruction: str, seed: int) -> bool:
+    """Whether AlpacaEval shows the model's output first: `RandomSwitchTwoColumnsProcessor`
+    as `SinglePairwiseAnnotator` sets it up (seeded on the instruction only, switch column
+    "is_switched_outputs", the annotator's seed; `alpaca_eval.evaluate` uses seed 0)."""
+    return random.Random("is_switched_outputs" + instruction + str(seed)).choices(
+        [False, True], k=1)[0]
+
+
+# ---------------------------------------------------------------------------- protocols
+
+@dataclass(frozen=True)
+class Protocol:
+    """One anchor's judging protocol: what `protocol: NAME` fixes."""
+    name: str
+    anchor: str                # where it comes from
+    template: str              # built-in template with the anchor's text
+    position: str              # "instruction": one order per instruction | "both"
+    soft: bool
+    combine: str               # "single" (one call) | "agreement" (MT-Bench's rule)
+    reader: str                # "logprob_weighted" | "logprob_clf" | "verdict"
+    max_new_tokens: int
+    temperature: float
+    top_logprobs: int | None   # exact tokens among the top k of the first generated token
+
+
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
+    Protocol("alpaca_eval_2", "alpaca_eval 0.6.6 weighted_alpaca_eval_gpt4_turbo",
+             "alpaca_eval", "instruction", True, "single", "logprob_weighted", 1, 1.0, 5),
+    Protocol("alpaca_eval_2_clf", "alpaca_eval 0.6.6 alpaca_eval_clf_gpt4_turbo",
+             "alpaca_eval", "instruction", False, "single", "logprob_clf", 1, 1.0, 5),
+    Protocol("mt_bench_pair", "FastChat@0e6d3e4 llm_judge pair-v2",
+             "mt_bench", "both", False, "agreement", "verdict", 2048, 0.0, None),
+    Protocol("mt_bench_pair_multi_turn", "FastChat@0e6d3e4 llm_judge pair-v2-multi-turn",
+             "mt_bench_multi_turn", "both", False, "agreement", "verdict", 2048, 0.0, None),
+)}
+
+POSITIONS = ("both", "random", "instruction")
+COMBINES = ("mean", "agreement")
+# what a judge without a protocol does (ours): see the README's preset table
+_OURS = {"template": "alpaca_eval", "position": "both", "seed": 0, "soft": True,
+         "combine": "mean", "max_new_tokens": None}
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    protocol: str | None
+    template: str
+    position: str
+    seed: int
+    soft: bool
+    combine: str               # mean | agreement | single
+    reader: str                # labels (ours) | logprob_weighted | logprob_clf | verdict
+    max_new_tokens: int | None  # None: the template's
+    temperature: float
+    top_logprobs: int | None
+
+
+def resolve_settings(protocol: str | None = None, **explicit: Any) -> JudgeSettings:
+    """The judge's settings from `protocol` and the options given explicitly (None = not
+    given). Without a protocol, the defaults are ours (_OURS). With one, every option it
+    fixes takes the anchor's value, and an explicit option with another value is an
+    InputError (one line): the protocol would no longer be the anchor's."""
+    unknown = set(explicit) - set(_OURS)
+    if unknown:
+        raise TypeError(f"unknown settings {sorted(unknown)}")
+    given = {k: v for k, v in explicit.items() if v is not None}
+    if given.get("position") not in (None, *POSITIONS):
+        raise InputError(f"llm judge: position must be one of {', '.join(POSITIONS)}, "
+                         f"not '{given['position']}'")
+    if given.get("combine") not in (None, *COMBINES):
+        raise InputError(f"llm judge: combine must be one of {', '.join(COMBINES)}, "
+                         f"not '{given['combine']}'")
+    if protocol is None:
+        o = {**_OURS, **given}
+        if o["combine"] == "agreement" and o["position"] != "both":
+            raise InputError("llm judge: combine: agreement needs both orders (position: both), "
+                             f"not position: {o['position']}")
+        return JudgeSettings(None, o["template"], o["position"], o["seed"], o["soft"],
+                             o["combine"] if o["position"] == "both" else "single", "labels",
+                             o["max_new_tokens"], 0.0, None)
+    if protocol not in PROTOCOLS:
+        raise InputError(f"llm judge: unknown protocol '{protocol}'; one of "
+                         f"{', '.join(PROTOCOLS)}")
+    p = PROTOCOLS[protocol]
+    for key, value in given.items():
+        if key == "seed":  # AlpacaEval's own option (the annotator's seed); MT-Bench has none
+            if p.position != "instruction":
+                raise InputError(f"llm judge: protocol '{protocol}' asks in both orders, so "
+                                 f"seed: {value} has no effect; drop it")
+            continue
+        fixed = getattr(p, key)
+        if value != fixed:
+            raise InputError(f"llm judge: protocol '{protocol}' ({p.anchor}) fixes {key} to "
+                             f"{fixed!r}; drop {key}: {value!r}, or drop the protocol to "
+                             "use our own variant")
+    return JudgeSettings(protocol, p.template, p.position, given.get("seed", 0), p.soft,
+                         p.combine, p.reader, p.max_new_tokens, p.temperature, p.top_logprobs)
 
 
 def longer(baseline: str, candidate: str) -> str:
@@ -293,20 +464,25 @@ class HFChatBackend:
         return out
 
     def complete(self, requests: list[Messages], max_new_tokens: int,
-                 labels: dict[str, str], logprobs: bool) -> list[Reply]:
+                 labels: dict[str, str], logprobs: bool, top_logprobs: int | None = None,
+                 temperature: float = 0.0) -> list[Reply]:
+        """Greedy replies. `top_logprobs`: also the top-k (token text, log-prob) of every
+        step, from the raw logits, i.e. the temperature-1 distribution that an API reports
+        whatever temperature it samples at (so `temperature` changes nothing here)."""
         replies: list[Reply] = []
         ids = self.label_ids(labels)
         for i in range(0, len(requests), self.batch_size):
             try:
                 replies += self._batch(requests[i:i + self.batch_size], max_new_tokens, ids,
-                                       logprobs)
+                                       logprobs, top_logprobs)
             except Exception as exc:  # e.g. out of memory: these calls fail, are retried later
                 err = f"{type(exc).__name__}: {exc}"[:300]
                 replies += [Reply(None, err) for _ in requests[i:i + self.batch_size]]
         return replies
 
     def _batch(self, requests: list[Messages], max_new_tokens: int,
-               ids: dict[str, list[int]], logprobs: bool) -> list[Reply]:
+               ids: dict[str, list[int]], logprobs: bool,
+               top_logprobs: int | None = None) -> list[Reply]:
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
 
@@ -315,7 +491,7 @@ class HFChatBackend:
         prompts = [self.encode(m) for m in requests]
         batch = {k: v.to(self.device) for k, v in left_pad(prompts, self.pad_id).items()}
         flat = [i for key in ids for i in ids[key]]
-        recorder = _LabelRecorder(flat)
+        recorder = _LabelRecorder(flat, top_logprobs)
         # An explicit greedy config: no processor from the model's generation_config, so the
         # recorder sees the model's raw next-token logits.
         config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens,
@@ -324,6 +500,8 @@ class HFChatBackend:
             out = self.model.generate(**batch, generation_config=config,
                                       logits_processor=LogitsProcessorList([recorder]))
         steps = torch.stack(recorder.steps, 1) if recorder.steps else None  # (B, T, n_ids)
+        top = ((torch.stack(recorder.top_values, 1), torch.stack(recorder.top_ids, 1))
+               if recorder.top_values else None)  # (B, T, k) each
         replies = []
         for row, prompt in enumerate(prompts):
             gen = out[row, batch["input_ids"].shape[1]:].tolist()
@@ -340,6 +518,10 @@ class HFChatBackend:
                     col += len(key_ids)
                 reply.label_probs = [{k: mass[k][t] for k in ids} for t in range(n)]
                 reply.emitted = [next((k for k in ids if t in ids[k]), None) for t in gen[:n]]
+            if top is not None:
+                values, top_ids = top[0][row, :n].tolist(), top[1][row, :n].tolist()
+                reply.top_logprobs = [[(self.tok.decode([i]), v) for i, v in zip(ti, tv)]
+                                      for ti, tv in zip(top_ids, values)]
             replies.append(reply)
         return replies
 
@@ -359,15 +541,23 @@ class HFChatBackend:
 
 
 class _LabelRecorder:
-    """A logits processor that keeps log-softmax(logits)[label ids] at every step."""
+    """A logits processor that keeps log-softmax(logits)[label ids] at every step, and the
+    top-k log-probs with their token ids if `top_k` is set."""
 
-    def __init__(self, ids: list[int]) -> None:
-        self.ids, self.steps = ids, []
+    def __init__(self, ids: list[int], top_k: int | None = None) -> None:
+        self.ids, self.steps, self.top_k = ids, [], top_k
+        self.top_values: list[Any] = []
+        self.top_ids: list[Any] = []
 
     def __call__(self, input_ids, scores):
         import torch
 
-        self.steps.append(torch.log_softmax(scores.float(), -1)[:, self.ids].cpu())
+        logp = torch.log_softmax(scores.float(), -1)
+        self.steps.append(logp[:, self.ids].cpu())
+        if self.top_k:
+            values, ids = logp.topk(min(self.top_k, logp.shape[-1]), -1)
+            self.top_values.append(values.cpu())
+            self.top_ids.append(ids.cpu())
         return scores
 
 
@@ -406,9 +596,13 @@ class OpenAIChatBackend:
         return f"OpenAIChatBackend(url={self.url!r}, model={self.model!r})"
 
     def complete(self, requests: list[Messages], max_new_tokens: int,
-                 labels: dict[str, str], logprobs: bool) -> list[Reply]:
+                 labels: dict[str, str], logprobs: bool, top_logprobs: int | None = None,
+                 temperature: float = 0.0) -> list[Reply]:
+        """`top_logprobs`: ask for (and keep) the top-k log-probs of every token, k as given
+        (a protocol's); else, with `logprobs`, the top 20 to find the labels in."""
         with ThreadPoolExecutor(max_workers=max(1, self.batch_size)) as pool:
-            results = list(pool.map(lambda m: self._one(m, max_new_tokens, labels, logprobs),
+            results = list(pool.map(lambda m: self._one(m, max_new_tokens, labels, logprobs,
+                                                        top_logprobs, temperature),
                                     requests))
         if results and all(service_fault for _, service_fault in results):
             raise JudgeServiceError(f"llm judge: all {len(results)} calls of a batch failed; "
@@ -416,7 +610,8 @@ class OpenAIChatBackend:
         return [reply for reply, _ in results]
 
     def _one(self, messages: Messages, max_new_tokens: int, labels: dict[str, str],
-             logprobs: bool) -> tuple[Reply, bool]:
+             logprobs: bool, top_logprobs: int | None = None,
+             temperature: float = 0.0) -> tuple[Reply, bool]:
         """The call's reply, and whether it failed for the server's sake (not this request's)."""
         import openai
 
@@ -427,8 +622,11 @@ class OpenAIChatBackend:
             return Reply(None, one_line(redact(message))), service_fault
 
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages,
-                                  "max_tokens": max_new_tokens, "temperature": 0}
-        if logprobs:
+                                  "max_tokens": max_new_tokens,
+                                  "temperature": temperature if temperature else 0}
+        if top_logprobs:
+            kwargs.update(logprobs=True, top_logprobs=top_logprobs)
+        elif logprobs:
             kwargs.update(logprobs=True, top_logprobs=20)
         url = self.url
         try:
@@ -487,6 +685,7 @@ class OpenAIChatBackend:
                 if key is not None:
                     mass[key] = mass.get(key, 0.0) + math.exp(t["logprob"])
             tokens.append(c["token"])
+            reply.top_logprobs.append([(t["token"], float(t["logprob"])) for t in top])
             reply.label_probs.append(mass)
             reply.emitted.append(by_label.get(c["token"].strip()))
         if tokens and "".join(tokens) == text:  # offsets are only exact if tokens spell the text
@@ -513,24 +712,49 @@ def _resolve_model(model: str) -> Path:
 
 @JUDGES.register("llm")
 class LLMJudge(BatchedPairJudge):
-    """An LLM asked which of two answers is better; returns P(candidate beats baseline)."""
+    """An LLM asked which of two answers is better; returns P(candidate beats baseline).
+
+    Options left out (None) take the protocol's value, or ours without a protocol:
+    template alpaca_eval, position both, seed 0, soft true, combine mean, the template's
+    max_new_tokens.
+    """
 
     # Annotated limits are checked when the spec loads (harness.spec.check_params)
-    def __init__(self, task: Task | None, template: str = "alpaca_eval",
+    def __init__(self, task: Task | None, template: str | None = None,
                  model: str = "smollm2-135m-instruct",
                  backend: Annotated[str, {"choices": ("hf", "openai")}] = "hf",
-                 position: Annotated[str, {"choices": ("both", "random")}] = "both",
-                 seed: Annotated[int, {"ge": 0, "le": 2**32 - 1}] = 0, soft: bool = True,
+                 position: Annotated[str | None, {"choices": POSITIONS}] = None,
+                 seed: Annotated[int | None, {"ge": 0, "le": 2**32 - 1}] = None,
+                 soft: bool | None = None,
+                 combine: Annotated[str | None, {"choices": COMBINES}] = None,
+                 max_new_tokens: Annotated[int | None, {"ge": 1}] = None,
+                 protocol: Annotated[str | None, {"choices": tuple(PROTOCOLS)}] = None,
                  batch_size: Annotated[int, {"ge": 1}] = 8, base_url: str | None = None,
                  api_key_env: str = "OPENAI_API_KEY",
                  timeout: Annotated[float, {"gt": 0}] = 60.0,
                  max_retries: Annotated[int, {"ge": 0}] = 2, device: str | None = None) -> None:
         if backend not in ("hf", "openai"):
             raise InputError(f"llm judge: backend must be 'hf' or 'openai', not '{backend}'")
-        if position not in ("both", "random"):
-            raise InputError(f"llm judge: position must be 'both' or 'random', not '{position}'")
-        self.template = load_template(template)
-        self.backend_name, self.position, self.seed, self.soft = backend, position, seed, soft
+        st = resolve_settings(protocol, template=template, position=position, seed=seed,
+                              soft=soft, combine=combine, max_new_tokens=max_new_tokens)
+        self.settings = st
+        loaded = load_template(st.template)
+        if st.max_new_tokens is not None and st.max_new_tokens != loaded.verdict.max_new_tokens:
+            loaded = replace(loaded, verdict=replace(loaded.verdict,
+                                                     max_new_tokens=st.max_new_tokens))
+        self.template = loaded
+        self.task = task
+        if loaded.turns == 2 and not callable(getattr(task, "conversation_turns", None)):
+            what = f"protocol '{protocol}'" if protocol else f"template '{loaded.name}'"
+            name = getattr(task, "name", None)
+            raise InputError(f"llm judge: {what} judges two-turn conversations (FastChat's "
+                             f"pair-v2-multi-turn), but "
+                             f"{f'task {name!r}' if name else 'this judge has no task that'} "
+                             "has no turns (no conversation_turns(prompt, answer) method); "
+                             "use protocol mt_bench_pair for single-turn prompts")
+        self.backend_name, self.position, self.seed, self.soft = (backend, st.position, st.seed,
+                                                                  st.soft)
+        self.protocol = protocol
         self._make_backend: Callable[[], Any]
         if backend == "hf":
             from harness.base_models import model_fingerprint
@@ -543,12 +767,22 @@ class LLMJudge(BatchedPairJudge):
             self._make_backend = lambda: OpenAIChatBackend(model, base_url, api_key_env, timeout,
                                                            max_retries, batch_size)
         self._backend: Any = None  # loaded on the first call: building the judge stays cheap
-        self.fingerprint = {"judge": "llm", "version": 1, "backend": backend, "model": model_id,
-                            "template": self.template.as_dict(), "position": position,
-                            "seed": seed if position == "random" else None, "soft": soft,
-                            "decoding": {"temperature": 0,
-                                         "top_logprobs": 20 if soft and backend == "openai"
-                                         else None}}
+        ours = st.protocol is None
+        self.fingerprint = {
+            "judge": "llm", "version": 1, "backend": backend, "model": model_id,
+            "template": self.template.as_dict(), "position": st.position,
+            "seed": st.seed if st.position in ("random", "instruction") else None,
+            "soft": st.soft,
+            "decoding": {"temperature": 0 if ours else st.temperature,
+                         "top_logprobs": (20 if st.soft and backend == "openai" else None)
+                         if ours else st.top_logprobs}}
+        # keys that only a non-default setting adds, so judgments cached by judges without
+        # them (a template of your own, say) keep their keys
+        if st.combine == "agreement":
+            self.fingerprint["combine"] = "agreement"
+        if not ours:
+            self.fingerprint["protocol"] = st.protocol
+            self.fingerprint["reader"] = st.reader
 
     @property
     def backend(self) -> Any:
@@ -557,12 +791,34 @@ class LLMJudge(BatchedPairJudge):
         return self._backend
 
     def swapped(self, prompt: str, baseline: str, candidate: str) -> bool:
-        """position random: whether the candidate is shown first (a seeded coin per pair)."""
+        """Whether the candidate is shown first in the one order asked: position random, a
+        seeded coin per pair (ours); position instruction, AlpacaEval's coin per instruction
+        (the same order for every model's answer to that instruction)."""
+        if self.position == "instruction":
+            return alpaca_eval_switched(prompt, self.seed)
         return bool(seed_from("llm-judge-order", self.seed, prompt, baseline, candidate) & 1)
+
+    def _render(self, prompt: str, first: str, second: str) -> Messages:
+        if self.template.turns == 1:
+            return self.template.render(prompt, first, second)
+        q_first, a_first = self._turns(prompt, first)
+        q_second, a_second = self._turns(prompt, second)
+        if list(q_first) != list(q_second):
+            raise ValueError("the two conversations have different questions")
+        return self.template.render_turns(q_first, a_first, a_second)
+
+    def _turns(self, prompt: str, answer: str) -> tuple[list[str], list[str]]:
+        questions, answers = self.task.conversation_turns(prompt, answer)  # type: ignore[union-attr]
+        questions, answers = list(questions), list(answers)
+        if len(questions) != 2 or len(answers) != 2:  # FastChat skips such questions
+            raise ValueError(f"{self.template.name} needs 2 questions and 2 answers, the task "
+                             f"gave {len(questions)} and {len(answers)}")
+        return questions, answers
 
     def judge_pairs(self, pairs: list[tuple[str, str, str]]) -> list[tuple[float | None, dict]]:
         """(prompt, baseline, candidate) triples, across prompts, judged in batched calls."""
         plans: list[list[bool]] = []  # per pair: for each call, is the candidate shown second?
+        problems: list[str | None] = []
         requests: list[Messages] = []
         for prompt, b, c in pairs:
             if b == c:  # identical answers are a tie without asking (as AlpacaEval does)
@@ -571,17 +827,50 @@ class LLMJudge(BatchedPairJudge):
                 orders = [True, False]
             else:
                 orders = [not self.swapped(prompt, b, c)]
+            try:
+                rendered = [self._render(prompt, b, c) if second else self._render(prompt, c, b)
+                            for second in orders]
+                problems.append(None)
+            except ValueError as exc:  # a conversation the template cannot take: this pair
+                rendered, orders = [], []  # fails (recorded, retried), the others go on
+                problems.append(str(exc))
             plans.append(orders)
-            requests += [self.template.render(prompt, b, c) if second
-                         else self.template.render(prompt, c, b) for second in orders]
-        v = self.template.verdict
-        replies = self.backend.complete(requests, v.max_new_tokens, v.labels(), self.soft) \
-            if requests else []
+            requests += rendered
+        v, st = self.template.verdict, self.settings
+        extra = {} if st.top_logprobs is None else {"top_logprobs": st.top_logprobs,
+                                                    "temperature": st.temperature}
+        logprobs = self.soft and st.reader == "labels"
+        replies = self.backend.complete(requests, v.max_new_tokens, v.labels(), logprobs,
+                                        **extra) if requests else []
         out, i = [], 0
-        for (_, b, c), orders in zip(pairs, plans):
+        for (_, b, c), orders, problem in zip(pairs, plans, problems):
+            if problem is not None:
+                out.append((None, {"judge": "llm", "calls": 0, "error": problem,
+                                   "longer": longer(b, c)}))
+                continue
             out.append(self._combine(b, c, orders, replies[i:i + len(orders)]))
             i += len(orders)
         return out
+
+    def _p_second(self, reply: Reply) -> tuple[float | None, str | None, bool, str | None]:
+        """(P(answer shown second wins), parsed verdict, log-probs used, why no P)."""
+        reader = self.settings.reader
+        if reader in ("labels", "verdict"):
+            p2, verdict, used = second_wins(self.template, reply, self.soft and reader == "labels")
+            return p2, verdict, used, None
+        verdict = self.template.parse(reply.text)[0]  # shown for information only
+        if reply.text is None:
+            return None, verdict, False, None
+        if not reply.top_logprobs:
+            return None, verdict, False, "the reply has no log-probs"
+        v = self.template.verdict
+        # AlpacaEval reads the first generated token (max_tokens 1)
+        pref = alpaca_eval_preference(reply.top_logprobs[0], v.first, v.second,
+                                      binarize=reader == "logprob_clf")
+        if pref is None:
+            return None, verdict, False, (f"neither '{v.first}' nor '{v.second}' among the "
+                                          f"top-{self.settings.top_logprobs} log-probs")
+        return pref - 1.0, verdict, True, None
 
     def _combine(self, b: str, c: str, orders: list[bool],
                  replies: list[Reply]) -> tuple[float | None, dict[str, Any]]:
@@ -591,8 +880,10 @@ class LLMJudge(BatchedPairJudge):
             "completion_tokens": sum(r.completion_tokens for r in replies),
             "orders": ["baseline_first" if s else "candidate_first" for s in orders],
             "raw": [r.text for r in replies], "verdicts": [], "p_calls": [], "soft": [],
-            "flipped": None, "swapped": (not orders[0]) if self.position == "random" and orders
+            "flipped": None, "swapped": (not orders[0]) if self.position != "both" and orders
             else None, "longer": longer(b, c)}
+        if self.protocol:
+            info["protocol"] = self.protocol
         if not orders:
             info["identical"] = True
             return 0.5, info
@@ -601,16 +892,23 @@ class LLMJudge(BatchedPairJudge):
             info["error"] = errors[0]
         winners = []
         for second, reply in zip(orders, replies):
-            p2, verdict, used_soft = second_wins(self.template, reply, self.soft)
+            p2, verdict, used_soft, why = self._p_second(reply)
+            if why and "error" not in info:
+                info["error"] = why
             p = None if p2 is None else (p2 if second else 1.0 - p2)  # -> P(candidate wins)
             info["verdicts"].append(verdict)
             info["p_calls"].append(p)
             info["soft"].append(used_soft)
             winners.append(_winner(verdict, second, p))
-        if any(p is None for p in info["p_calls"]):  # both orders or nothing (as Arena-Hard)
-            return None, info
+        if any(p is None for p in info["p_calls"]):  # both orders or nothing (as Arena-Hard,
+            return None, info                        # and MT-Bench drops an "error" game)
         if len(winners) == 2 and None not in winners:
             info["flipped"] = winners[0] != winners[1]
+        if self.settings.combine == "agreement":
+            # MT-Bench (show_result.py display_result_pairwise): a tie if game 1 is a tie or
+            # the two games disagree, else game 1's winner
+            w1, w2 = winners
+            return (0.5 if w1 == "tie" or w1 != w2 else 1.0 if w1 == "candidate" else 0.0), info
         return sum(info["p_calls"]) / len(info["p_calls"]), info
 
 

@@ -827,6 +827,15 @@ def _check_rules(spec: ExperimentSpec, file: str, locator: _Locator) -> None:
                     load_template(str(c.params.get("template", "alpaca_eval")))
                 except InputError as exc:
                     check(False, f"judges.{i}.params.template", str(exc))
+                # a protocol with an option that contradicts it fails at load, not at judging
+                from evaluators.llm_judge import resolve_settings
+
+                try:
+                    resolve_settings(c.params.get("protocol"), **{
+                        k: c.params.get(k) for k in ("template", "position", "seed", "soft",
+                                                     "combine", "max_new_tokens")})
+                except InputError as exc:
+                    check(False, f"judges.{i}.params", str(exc))
             check(kind == "judges" or c.prices is None, f"{kind}.{i}.prices",
                   "prices apply to judges only")
     from evaluators.collect import judge_names

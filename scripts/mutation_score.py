@@ -59,7 +59,8 @@ def main(root: str = "mutants") -> int:
     print(f"{'module':36s} {'score':>6s} {'killed':>7s} {'survived':>9s} {'equiv.':>7s} "
           f"{'unchecked':>9s}")
     for module, score, n in rows:
-        print(f"{module:36s} {score:5.1f}% {n['killed']:7d} {n['survived']:9d} "
+        shown = "–" if score != score else f"{score:5.1f}%"  # NaN: nothing judged
+        print(f"{module:36s} {shown:>6s} {n['killed']:7d} {n['survived']:9d} "
               f"{n['equivalent']:7d} {n['unchecked']:9d}")
     Path(root, "survivors.txt").write_text("\n".join(survivors) + "\n")
     print(f"{len(survivors)} survivors listed in {root}/survivors.txt (mutmut show NAME)")

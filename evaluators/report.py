@@ -133,7 +133,7 @@ def _judge_columns(results: list[ModelResults], battles: Battles | None, name: s
     """One judge's columns for every model: win rate vs the baseline, LC, BT (+ style)."""
     import pandas as pd
 
-    from evaluators.length_control import instruction_difficulty, lc_win_rate
+    from evaluators.length_control import N_SPLITS, instruction_difficulty, lc_win_rate
     from evaluators.ratings import bradley_terry_ratings
     from evaluators.stats import win_rate_stats
 
@@ -156,7 +156,15 @@ def _judge_columns(results: list[ModelResults], battles: Battles | None, name: s
 
     # LC: AlpacaEval 2's GLM; instruction difficulty from every model's judgments here.
     judged = pd.DataFrame([r for rows in vs_base.values() for r in rows])
-    if not judged.empty:
+    n_judged = 0 if judged.empty else int(judged["preference"].notna().sum())
+    if 0 < n_judged < N_SPLITS:  # too few to fit the difficulty: no model has an LC either
+        for label, rows in vs_base.items():
+            if rows:
+                out[label].update(lc_win_rate=None, lc_standard_error=None, lc_variant=None,
+                                  lc_coefficients=None,
+                                  lc_note=f"{n_judged} judged rows in the experiment: fewer "
+                                  f"than {N_SPLITS}, no instruction difficulty and no LC")
+    elif n_judged:
         difficulty = instruction_difficulty(judged[["prompt_id", "model", "preference"]])
         gamed = pd.DataFrame(battles.gamed) if battles is not None and battles.gamed else None
         for label, rows in vs_base.items():

@@ -156,15 +156,9 @@ def _judge_columns(results: list[ModelResults], battles: Battles | None, name: s
 
     # LC: AlpacaEval 2's GLM; instruction difficulty from every model's judgments here.
     judged = pd.DataFrame([r for rows in vs_base.values() for r in rows])
-    n_judged = 0 if judged.empty else int(judged["preference"].notna().sum())
-    if 0 < n_judged < N_SPLITS:  # too few to fit the difficulty: no model has an LC either
-        for label, rows in vs_base.items():
-            if rows:
-                out[label].update(lc_win_rate=None, lc_standard_error=None, lc_variant=None,
-                                  lc_coefficients=None,
-                                  lc_note=f"{n_judged} judged rows in the experiment: fewer "
-                                  f"than {N_SPLITS}, no instruction difficulty and no LC")
-    elif n_judged:
+    # fewer judgments than AlpacaEval's 5 folds: no instruction difficulty can be fitted, and
+    # lc_win_rate would give every model LC None anyway, so the LC columns keep their None
+    if not judged.empty and int(judged["preference"].notna().sum()) >= N_SPLITS:
         difficulty = instruction_difficulty(judged[["prompt_id", "model", "preference"]])
         gamed = pd.DataFrame(battles.gamed) if battles is not None and battles.gamed else None
         for label, rows in vs_base.items():

@@ -161,8 +161,10 @@ def test_load_prompts_errors(tmp_path: Path) -> None:
     _assert_located(_error(load_prompts, path), path, 1, "prompt")
     path = _jsonl(tmp_path, [{"prompt": "a"}, "oops"], "p3.jsonl")
     _assert_located(_error(load_prompts, path), path, 2)
-    path = _jsonl(tmp_path, [{"prompt": "a"}, ""], "p4.jsonl")
+    path = _jsonl(tmp_path, [{"prompt": "a"}, "", {"prompt": "b"}], "p4.jsonl")
     _assert_located(_error(load_prompts, path), path, 2)
+    path = _jsonl(tmp_path, [{"prompt": "a"}, ""], "p4b.jsonl")  # a trailing blank line is fine
+    assert load_prompts(path) == [("0001", "a")]
     path = _jsonl(tmp_path, ["[]"], "p5.jsonl")
     _assert_located(_error(load_prompts, path), path, 1)
     path = tmp_path / "p6.jsonl"

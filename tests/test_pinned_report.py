@@ -486,23 +486,26 @@ def test_judges_default_primary_and_failures_per_judge():
             assert f"{judge}:{k}" in recs[label] and recs[label][f"{judge}:{k}"] is None
 
 
-def test_a_tiny_experiment_reports_its_win_rate_without_lc():
-    """2 prompts x 1 sample: 2 successful judgments, fewer than AlpacaEval's 5 folds.
-
-    `lc_win_rate` documents LC None for fewer than 5 judged rows; the win rate (70%) is
-    well defined, so the leaderboard should show it with LC None.
-    """
-    samples = {m: [{"prompt_id": f"p{i}", "sample_index": 0, "text": f"{m} {i}",
+@pytest.mark.parametrize("n", [1, 4, 5])
+def test_a_tiny_experiment_reports_its_win_rate_without_lc(n: int):
+    """n prompts x 1 sample: n successful judgments. Below AlpacaEval's 5 folds no
+    instruction difficulty can be fitted and `lc_win_rate` documents LC None; the win rate
+    (70%) is well defined, so the leaderboard shows it with LC None (it used to crash). At
+    5 the LC is fitted."""
+    samples = {m: [{"prompt_id": f"p{i}", "sample_index": 0, "text": f"{m} {i}" + " x" * i,
                     "rewards": {}, "reward": None, "logp": None, "ref_logp": None}
-                   for i in range(2)] for m in (BASE, "a")}
+                   for i in range(n)] for m in (BASE, "a")}
     judged = [Judged(b, c, "", {"preference": 0.7, "status": "ok"})
               for b, c in zip(samples[BASE], samples["a"])]
     results = [ModelResults(BASE, "sft", {}, None, True, samples[BASE]),
                ModelResults("a", "spo", {}, 0, False, samples["a"], {JUDGE: judged})]
     rec = _by_label(leaderboard_records(results, {}, JUDGE,
                                         ReportSettings(rounds=10, style_control=False)))["a"]
-    assert rec["win_rate"] == pytest.approx(70.0) and rec["lc_win_rate"] is None
-    assert rec["lc_variant"] is None and rec["lc_standard_error"] is None
+    assert rec["win_rate"] == pytest.approx(70.0)
+    if n < 5:
+        assert rec["lc_win_rate"] is None and rec["lc_variant"] is None
+    else:
+        assert rec["lc_win_rate"] is not None and rec["lc_variant"] == "length_controlled_noreg"
 
 
 # ------------------------------------------------------------------ exact columns (bandit)

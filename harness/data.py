@@ -1,248 +1,396 @@
-"""Preference data and prompt files (JSONL), validated row by row.
+"""The data slots: training rows, eval prompts and regularization prompts, row-checked.
 
-Rows follow TRL's standard format: `prompt`, `chosen`, `rejected` (strings), plus an
-optional `soft_label`, the probability that `chosen` is preferred, in [0, 1].
-Every problem is reported with the file, the line and the field.
+Every slot is read by `harness.datasets_io.read_rows` (JSONL, JSON, Parquet, CSV, Arrow, a
+`save_to_disk` folder or a cached hub id), its columns renamed by the spec's `columns`, and
+each row checked and normalized by the rules of TRL's formats (`harness.trl_formats`) before
+any work. Normalized rows depend on the content only, never on the file format, so the same
+rows in any format give the same content keys.
+
+Training rows are one kind per file:
+- pair: `prompt`, `chosen`, `rejected`, standard or conversational, the prompt explicit or
+  implicit; optional `soft_label` (P(chosen preferred), in [0, 1]), or, opt-in,
+  sigmoid(s (score_chosen - score_rejected));
+- list: `prompt`, `responses` with `scores` (a ranking) or `chosen_index` (best-of-n);
+- unpaired: `prompt`, `completion`, `label` (KTO);
+- prompt: `prompt` alone (SPPO samples its own responses).
+Columns no rule reads are reported once (`Loaded.unused`), never dropped silently. Every
+problem is one InputError naming the file, the row (a JSONL line, else the row index) and
+the field.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.datasets_io import RawRows, Where, field_name, read_rows, show
 from harness.errors import InputError
+from harness.hashing import canonical_json
+from harness.numeric import sigmoid
+from harness.trl_formats import completion_value, preference_parts, prompt_value
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def show(value: Any, limit: int = 40) -> str:
-    """A value for an error message: repr (so newlines and lone surrogates are escaped and
-    the message stays one printable line), cut to `limit` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+KINDS = ("pair", "list", "unpaired", "prompt")
+MARKER = {"list": "responses", "pair": "chosen", "unpaired": "completion", "prompt": "prompt"}
 
 
-def _field_name(key: str) -> str:
-    """A row's key as an error's field: escaped like `show`, without the quotes."""
-    text = repr(key)[1:-1]
-    return text if len(text) <= 40 else text[:37] + "..."
+@dataclass
+class Loaded:
+    """One slot's normalized rows, where each came from, and the columns nothing read."""
+
+    name: str
+    kind: str
+    rows: list[dict[str, Any]]
+    where: list[Where]
+    unused: list[str]
+    conversational: bool = False  # some row was given as messages (needs a chat template)
+
+    def unused_note(self, slot: str) -> str | None:
+        if not self.unused:
+            return None
+        hint = ("; soft_label_scale turns score_chosen/score_rejected into soft labels"
+                if "score_chosen" in self.unused else "")
+        return (f"{slot} ({self.name}): columns not used: {', '.join(self.unused)} (rename "
+                f"one to ours with 'columns'{hint})")
 
 
-def _lines(path: Path):
-    """(line number, text) per line. Bytes are decoded line by line, so a non-UTF-8 byte is
-    reported at its line; lines end where text mode ends them (LF, CRLF or a lone CR)."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read the file ({exc.strerror or exc})", file=str(path)) from None
-    for n, raw in enumerate(data.splitlines(), start=1):
-        if n == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark, as editors write
-            raw = raw[3:]
-        try:
-            yield n, raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column "
-                             f"{exc.start + 1})", file=str(path), line=n) from None
+# ---------------------------------------------------------------- reading a slot
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """json's object hook: a repeated key would silently keep only its last value."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(key)
-        out[key] = value
-    return out
+def _renamed(raw: RawRows, columns: Mapping[str, str] | None) -> RawRows:
+    """The rows with the spec's `columns` ({theirs: ours}) renamed; a mapped column that no
+    row has, or a rename onto a column the row already has, is an error."""
+    if not columns:
+        return raw
+    seen: set[str] = set()
+    rows = []
+    for where, row in raw.rows:
+        out = {k: v for k, v in row.items() if k not in columns}
+        for theirs, ours in columns.items():
+            if theirs in row:
+                seen.add(theirs)
+                if ours in out:
+                    raise where.error(f"'columns' renames {show(theirs)} to {show(ours)}, "
+                                      "which the row has already", field_name(ours))
+                out[ours] = row[theirs]
+        rows.append((where, out))
+    missing = [c for c in columns if c not in seen]
+    if missing and raw.rows:
+        raise InputError(f"'columns' names {show(missing[0])}, which no row has",
+                         file=raw.name, field=f"columns.{missing[0]}")
+    return RawRows(raw.name, rows, raw.text_cells)
 
 
-class _DuplicateKey(ValueError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
+def _source(path: str | Path, split: str, columns: Mapping[str, str] | None,
+            limit: int | None) -> RawRows:
+    raw = _renamed(read_rows(str(path), split, limit), columns)
+    if not raw.rows:
+        raise InputError("no rows", file=raw.name)
+    return raw
 
 
-def _has_surrogate(value: Any) -> bool:
-    """Whether a lone surrogate hides in `value` (JSON's "\\ud800" parses to one; such a str
-    cannot be encoded, so it would fail later, in the store or on the terminal)."""
-    if isinstance(value, str):
-        return _SURROGATE.search(value) is not None
-    if isinstance(value, list):
-        return any(_has_surrogate(v) for v in value)
-    if isinstance(value, dict):
-        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
-    return False
-
-
-def _rows(path: str | Path):
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("file not found", file=str(path))
-    for n, line in _lines(path):
-        if not line.strip():
-            raise InputError("empty row", file=str(path), line=n)
-        try:
-            row = json.loads(line, object_pairs_hook=_no_duplicate_keys)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"malformed JSON ({exc.msg})", file=str(path), line=n) from None
-        except _DuplicateKey as exc:
-            raise InputError("the key appears twice in the row", file=str(path), line=n,
-                             field=_field_name(exc.key)) from None
-        except ValueError as exc:  # e.g. an integer of more than 4300 digits
-            raise InputError(f"malformed JSON ({show(str(exc), 80)[1:-1]})", file=str(path),
-                             line=n) from None
-        except RecursionError:
-            raise InputError("malformed JSON (nested too deeply)", file=str(path),
-                             line=n) from None
-        if not isinstance(row, dict):
-            raise InputError("row is not a JSON object", file=str(path), line=n)
-        for key, value in row.items():
-            if _has_surrogate(key) or _has_surrogate(value):
-                raise InputError("a lone surrogate (e.g. \\ud800) is not text: the row is "
-                                 "not valid Unicode", file=str(path), line=n,
-                                 field=_field_name(key))
-        yield n, row
-
-
-def _string(row: dict, key: str, path: str, n: int) -> str:
-    if key not in row:
-        raise InputError("missing field", file=path, line=n, field=key)
-    if not isinstance(row[key], str) or not row[key]:
-        raise InputError("must be a non-empty string", file=path, line=n, field=key)
-    return row[key]
+# ---------------------------------------------------------------- fields
 
 
 def _numeric(value: Any) -> bool:
-    """A JSON number that is not NaN (bools are ints in Python, not numbers in a row)."""
+    """A number that is not NaN (bools are ints in Python, not numbers in a row)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     return not (isinstance(value, float) and math.isnan(value))
 
 
-def _number(value: Any, path: str, n: int, key: str) -> float:
+def _from_text(value: Any, text: bool) -> Any:
+    """A CSV cell meant as a number: parsed from its text (anything else passes on)."""
+    if not text or not isinstance(value, str):
+        return value
+    try:
+        return int(value) if value.strip().lstrip("+-").isdigit() else float(value)
+    except ValueError:
+        return value
+
+
+def _number(value: Any, where: Where, key: str) -> float:
     if not _numeric(value):
-        raise InputError("must be a number", file=path, line=n, field=key)
+        raise where.error("must be a number", key)
     if isinstance(value, float) and math.isinf(value):  # JSON `1e400` parses to inf
-        raise InputError(f"{show(value)} is non-finite: must be a finite number", file=path,
-                         line=n, field=key)
+        raise where.error(f"{show(value)} is non-finite: must be a finite number", key)
     try:
         return float(value)
     except OverflowError:  # an integer with more than ~308 digits
-        raise InputError(f"{show(value)} is too large for a number", file=path, line=n,
-                         field=key) from None
+        raise where.error(f"{show(value)} is too large for a number", key) from None
 
 
-def _ranked(row: dict, path: str, n: int) -> dict[str, Any]:
+def _soft_label(value: Any, where: Where) -> float:
+    if not _numeric(value):
+        raise where.error("must be a number", "soft_label")
+    if isinstance(value, float) and math.isinf(value):
+        raise where.error(f"label {show(value)} is non-finite, outside [0, 1]", "soft_label")
+    if not 0 <= value <= 1:  # compared as given: a huge integer is outside, not an error
+        raise where.error(f"label {show(value)} outside [0, 1]", "soft_label")
+    return float(value)
+
+
+def _label(value: Any, where: Where, text: bool) -> bool:
+    if text and isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    if not isinstance(value, bool):
+        raise where.error("must be true (desirable) or false (undesirable)", "label")
+    return value
+
+
+# ---------------------------------------------------------------- row kinds
+
+
+def _kind(row: dict[str, Any]) -> str:
+    if "responses" in row:
+        return "list"
+    if "chosen" in row or "rejected" in row:
+        return "pair"
+    if "completion" in row:
+        return "unpaired"
+    return "prompt"
+
+
+def _pair(row: dict, where: Where, text: bool, scale: float | None) -> tuple[dict, set[str]]:
+    prompt, chosen, rejected, given = preference_parts(row, where)
+    item: dict[str, Any] = {"prompt": prompt_value(prompt, where),
+                            "chosen": completion_value(chosen, where, "chosen"),
+                            "rejected": completion_value(rejected, where, "rejected")}
+    used = {"chosen", "rejected"} | ({"prompt"} if given else set())
+    if "soft_label" in row:
+        if scale is not None:
+            raise where.error("give soft_label or scores with soft_label_scale, not both",
+                              "soft_label")
+        item["soft_label"] = _soft_label(_from_text(row["soft_label"], text), where)
+        used.add("soft_label")
+    elif scale is not None:
+        scores = []
+        for key in ("score_chosen", "score_rejected"):
+            if key not in row:
+                raise where.error("missing field (soft_label_scale is set)", key)
+            scores.append(_number(_from_text(row[key], text), where, key))
+        item["soft_label"] = sigmoid(scale * (scores[0] - scores[1]))
+        used |= {"score_chosen", "score_rejected"}
+    return item, used
+
+
+def _ranked(row: dict, where: Where, text: bool) -> tuple[dict, set[str]]:
     """A list row: `responses` with `scores` (a full ranking) or `chosen_index` (best-of-n).
 
     Stored sorted best -> worst under `responses`, with `ranked` saying which form it is.
     """
-    prompt = _string(row, "prompt", path, n)
-    responses = row["responses"]
-    if (not isinstance(responses, list) or len(responses) < 2
-            or not all(isinstance(r, str) and r for r in responses)):
-        raise InputError("must be a list of at least two non-empty strings", file=path, line=n,
-                         field="responses")
+    if "prompt" not in row:
+        raise where.error("missing field", "prompt")
+    prompt = prompt_value(row["prompt"], where)
+    given = row["responses"]
+    if not isinstance(given, list) or len(given) < 2:
+        raise where.error("must be a list of at least two non-empty strings", "responses")
+    responses = [completion_value(r, where, "responses") for r in given]
     if ("scores" in row) == ("chosen_index" in row):
-        raise InputError("give either 'scores' (a ranking) or 'chosen_index' (best-of-n)",
-                         file=path, line=n, field="responses")
+        raise where.error("give either 'scores' (a ranking) or 'chosen_index' (best-of-n)",
+                          "responses")
     if "scores" in row:
         scores = row["scores"]
         if not isinstance(scores, list) or len(scores) != len(responses):
-            raise InputError("must be a list as long as 'responses'", file=path, line=n,
-                             field="scores")
-        values = [_number(s, path, n, "scores") for s in scores]
+            raise where.error("must be a list as long as 'responses'", "scores")
+        values = [_number(s, where, "scores") for s in scores]
         order = sorted(range(len(responses)), key=lambda i: -values[i])  # stable for ties
-        return {"prompt": prompt, "responses": [responses[i] for i in order], "ranked": True}
-    best = row["chosen_index"]
+        return ({"prompt": prompt, "responses": [responses[i] for i in order], "ranked": True},
+                {"prompt", "responses", "scores"})
+    best = _from_text(row["chosen_index"], text)
     if isinstance(best, bool) or not isinstance(best, int) or not 0 <= best < len(responses):
-        raise InputError(f"must be an index into 'responses' (0..{len(responses) - 1})",
-                         file=path, line=n, field="chosen_index")
+        raise where.error(f"must be an index into 'responses' (0..{len(responses) - 1})",
+                          "chosen_index")
     rest = [r for i, r in enumerate(responses) if i != best]
-    return {"prompt": prompt, "responses": [responses[best], *rest], "ranked": False}
+    return ({"prompt": prompt, "responses": [responses[best], *rest], "ranked": False},
+            {"prompt", "responses", "chosen_index"})
+
+
+def _unpaired(row: dict, where: Where, text: bool) -> tuple[dict, set[str]]:
+    for key in ("prompt", "completion", "label"):
+        if key not in row:
+            raise where.error("missing field (an unpaired row is prompt, completion, label)",
+                              key)
+    return ({"prompt": prompt_value(row["prompt"], where),
+             "completion": completion_value(row["completion"], where, "completion"),
+             "label": _label(row["label"], where, text)}, {"prompt", "completion", "label"})
+
+
+def _prompt_only(row: dict, where: Where) -> tuple[dict, set[str]]:
+    if "messages" in row:
+        raise where.error("a language-modeling row ('messages') holds no preference: give "
+                          "prompt + chosen/rejected, prompt + completion + label, or a prompt",
+                          "messages")
+    if "prompt" not in row:
+        raise where.error("missing field", "prompt")
+    return {"prompt": prompt_value(row["prompt"], where)}, {"prompt"}
+
+
+# ---------------------------------------------------------------- training rows
+
+
+def load_train(path: str | Path, split: str = "train", columns: Mapping[str, str] | None = None,
+               limit: int | None = None, soft_label_scale: float | None = None) -> Loaded:
+    """Training rows of one kind (see the module doc), normalized."""
+    raw = _source(path, split, columns, limit)
+    rows, wheres, unused = [], [], set()
+    kind = None
+    has_soft = None
+    for where, row in raw.rows:
+        row_kind = _kind(row)
+        if row_kind == "pair":
+            item, used = _pair(row, where, raw.text_cells, soft_label_scale)
+            if has_soft is not None and has_soft != ("soft_label" in item):
+                raise where.error("soft_label must be given on every row or on none",
+                                  "soft_label")
+            has_soft = "soft_label" in item
+        elif row_kind == "list":
+            item, used = _ranked(row, where, raw.text_cells)
+        elif row_kind == "unpaired":
+            item, used = _unpaired(row, where, raw.text_cells)
+        else:
+            item, used = _prompt_only(row, where)
+        if kind is not None and row_kind != kind:  # after its own checks: their field is precise
+            raise where.error(f"a {row_kind} row in a file of {kind} rows: use one kind per "
+                              "file", MARKER[kind])
+        kind = row_kind
+        unused |= set(row) - used
+        rows.append(item)
+        wheres.append(where)
+    assert kind is not None  # _source refuses an empty source
+    return Loaded(raw.name, kind, rows, wheres, sorted(unused),
+                  any(isinstance(r["prompt"], list) for r in rows))
 
 
 def load_pairs(path: str | Path) -> list[dict[str, Any]]:
-    """Pair rows (prompt, chosen, rejected[, soft_label]) or list rows (see `_ranked`)."""
-    out, has_soft, kind = [], None, None
-    for n, row in _rows(path):
-        row_kind = "list" if "responses" in row else "pair"
-        if kind is not None and row_kind != kind:
-            raise InputError(f"a {row_kind} row in a file of {kind} rows: use one kind per file",
-                             file=str(path), line=n, field="responses")
-        kind = row_kind
-        if row_kind == "list":
-            out.append(_ranked(row, str(path), n))
-            continue
-        item = {k: _string(row, k, str(path), n) for k in ("prompt", "chosen", "rejected")}
-        if "soft_label" in row:
-            p = row["soft_label"]
-            if not _numeric(p):
-                raise InputError("must be a number", file=str(path), line=n, field="soft_label")
-            if isinstance(p, float) and math.isinf(p):  # JSON `1e400` parses to inf
-                raise InputError(f"label {show(p)} is non-finite, outside [0, 1]",
-                                 file=str(path), line=n, field="soft_label")
-            if not 0 <= p <= 1:  # compared as given: a huge integer is outside, not an error
-                raise InputError(f"label {show(p)} outside [0, 1]", file=str(path), line=n,
-                                 field="soft_label")
-            item["soft_label"] = float(p)
-        if has_soft is not None and has_soft != ("soft_label" in item):
-            raise InputError("soft_label must be given on every row or on none", file=str(path),
-                             line=n, field="soft_label")
-        has_soft = "soft_label" in item
-        out.append(item)
-    if not out:
-        raise InputError("no rows", file=str(path))
-    return out
+    """The rows of a training file (any kind; see `load_train`)."""
+    return load_train(path).rows
 
 
-def _prompt_id(row: dict, path: str, n: int) -> tuple[str, bool]:
+def distinct_prompts(rows: list[dict[str, Any]]) -> list[Any]:
+    """The rows' distinct prompts in a fixed order (text sorted; conversations by their
+    canonical JSON), e.g. the prompts SPPO samples from."""
+    unique = {canonical_json(r["prompt"]): r["prompt"] for r in rows}
+    if all(isinstance(p, str) for p in unique.values()):
+        return sorted(unique.values())
+    return [unique[k] for k in sorted(unique)]
+
+
+# ---------------------------------------------------------------- prompts
+
+
+def _prompt_id(row: dict, where: Where, text: bool) -> tuple[str, bool]:
     """(the row's id, whether it was given): a non-empty string or an integer (an integer
-    is its decimal string), else the default, the line number zero-padded to 4 digits."""
-    if "id" not in row:
-        return f"{n:04d}", False
+    is its decimal string), else the default, the row's 1-based position zero-padded to 4
+    digits (a JSONL line number). An empty CSV cell is no id (a column cannot skip a row)."""
+    if "id" not in row or (text and row["id"] == ""):
+        return f"{where.position:04d}", False
     value = row["id"]
     if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
-        raise InputError(f"must be a non-empty string or an integer, not {show(value)}",
-                         file=path, line=n, field="id")
+        raise where.error(f"must be a non-empty string or an integer, not {show(value)}", "id")
     return str(value), True
 
 
-def load_prompts(path: str | Path) -> list[tuple[str, str]]:
-    """(id, prompt) pairs; `id` is optional and defaults to the line number (`0007`).
+def load_prompt_rows(path: str | Path, split: str = "train",
+                     columns: Mapping[str, str] | None = None, limit: int | None = None,
+                     *, single_turn: bool = False) -> Loaded:
+    """Prompt rows {id, prompt}, standard or conversational; `id` optional (the row's
+    position, `0007`). `single_turn`: a conversation must be one user message, and becomes
+    its text (the eval stages key generations by prompt text; the chat template renders a
+    text prompt as exactly that one user turn).
 
-    Ids and texts must be unique: results are keyed by prompt id and generations by prompt
-    text, so two rows sharing either would silently merge into one.
+    Ids and prompts must be unique: results are keyed by prompt id and generations by
+    prompt, so two rows sharing either would silently merge into one.
     """
-    out: list[tuple[str, str]] = []
-    by_id: dict[str, tuple[int, bool]] = {}  # id -> (its line, whether it was given there)
-    by_text: dict[str, int] = {}
-    where = str(path)
-    for n, row in _rows(path):
-        prompt = _string(row, "prompt", where, n)
-        pid, given = _prompt_id(row, where, n)
+    raw = _source(path, split, columns, limit)
+    rows, wheres, unused = [], [], set()
+    by_id: dict[str, tuple[Where, bool]] = {}  # id -> (its row, whether it was given there)
+    by_text: dict[str, Where] = {}
+    conversational = False
+    for where, row in raw.rows:
+        item, used = _prompt_only(row, where)
+        prompt = item["prompt"]
+        conversational = conversational or isinstance(prompt, list)
+        if single_turn and isinstance(prompt, list):
+            if len(prompt) != 1 or prompt[0]["role"] != "user" or not prompt[0]["content"]:
+                raise where.error("an eval prompt is one user turn (multi-turn and system "
+                                  "prompts are not sampled yet); give its text", "prompt")
+            prompt = prompt[0]["content"]
+        pid, given = _prompt_id(row, where, raw.text_cells)
         if pid in by_id:
             first, first_given = by_id[pid]
+            at = first.describe()
             if given and first_given:
-                why = f"id {show(pid)} is already the id of line {first}"
+                why = f"id {show(pid)} is already the id of {at}"
             elif given:
-                why = (f"id {show(pid)} is already the default id of line {first} (a row "
-                       f"without an id is named by its line number)")
+                why = (f"id {show(pid)} is already the default id of {at} (a row without an "
+                       f"id is named by its position)")
             else:  # this row has no id and its default was taken by an earlier one
-                why = (f"this row has no id, and its default id {show(pid)} is already the "
-                       f"id of line {first}")
-            raise InputError(why, file=where, line=n, field="id")
-        if prompt in by_text:
-            raise InputError(f"same prompt text as line {by_text[prompt]} (generations are "
-                             f"keyed by prompt text: the two would merge)", file=where, line=n,
-                             field="prompt")
-        by_id[pid], by_text[prompt] = (n, given), n
-        out.append((pid, prompt))
-    if not out:
-        raise InputError("no rows", file=where)
-    return out
+                why = f"this row has no id, and its default id {show(pid)} is already the id of {at}"
+            raise where.error(why, "id")
+        text = canonical_json(prompt)
+        if text in by_text:
+            raise where.error(f"same prompt text as {by_text[text].describe()} (generations "
+                              "are keyed by prompt text: the two would merge)", "prompt")
+        by_id[pid], by_text[text] = (where, given), where
+        unused |= set(row) - used - {"id"}
+        rows.append({"id": pid, "prompt": prompt})
+        wheres.append(where)
+    return Loaded(raw.name, "prompt", rows, wheres, sorted(unused), conversational)
+
+
+def load_prompts(path: str | Path, **options: Any) -> list[tuple[str, Any]]:
+    """(id, prompt) pairs of a prompt file (see `load_prompt_rows`)."""
+    return [(r["id"], r["prompt"]) for r in load_prompt_rows(path, **options).rows]
+
+
+# ---------------------------------------------------------------- slots of a spec
+
+
+def load_slot(slot: str, source: Any) -> Loaded:
+    """The rows of one slot of `data:` ('train', 'eval_prompts' or 'reg_prompts') from its
+    `harness.spec.DataSource`."""
+    if slot == "train":
+        return load_train(source.path, source.split, source.columns, source.limit,
+                          source.soft_label_scale)
+    return load_prompt_rows(source.path, source.split, source.columns, source.limit,
+                            single_turn=slot == "eval_prompts")
+
+
+def method_problem(kind: str, loss: Any) -> str | None:
+    """Why a loss cannot train on rows of `kind`, or None (pairs suit every method: KTO
+    unpairs them, SPPO takes their prompts)."""
+    if kind == "list" and not hasattr(loss, "list_loss"):
+        return "takes pairs; ranked and best-of-n lists are supported by spo"
+    if kind == "unpaired" and getattr(loss, "paired", True):
+        return "takes pairs; unpaired {prompt, completion, label} rows feed kto"
+    if kind == "prompt" and not getattr(loss, "iterative", False):
+        return "needs responses; prompt-only training rows feed sppo (it samples its own)"
+    return None
+
+
+def check_chat_rows(loaded: Loaded, tokenizer: Any) -> None:
+    """Conversational rows against the model's chat template, before any work: a template
+    must exist, and each row's prompt/completion split must be prefix-consistent
+    (`trainers.tokenize.conversation_problem`); the error names the row."""
+    from trainers.tokenize import NO_TEMPLATE, conversation_problem, uses_chat_template
+
+    if not loaded.conversational:
+        return
+    if not uses_chat_template(tokenizer):
+        first = next((w for r, w in zip(loaded.rows, loaded.where)
+                      if isinstance(r["prompt"], list)), loaded.where[0])
+        raise first.error(NO_TEMPLATE, "prompt")
+    for row, where in zip(loaded.rows, loaded.where):
+        if not isinstance(row["prompt"], list):
+            continue
+        for key in ("chosen", "rejected", "completion", "responses"):
+            for text in ([row[key]] if isinstance(row.get(key), str) else row.get(key, [])):
+                problem = conversation_problem(tokenizer, row["prompt"], text)
+                if problem:
+                    raise where.error(problem, key)
 
 
 def check_prompt_identity(prompts: list[tuple[str, str]], source: str) -> None:
@@ -265,3 +413,8 @@ def check_prompt_identity(prompts: list[tuple[str, str]], source: str) -> None:
                              f"(generations are keyed by prompt text: the two would merge)",
                              file=source)
         by_id[pid], by_text[text] = i, i
+
+
+__all__ = ["KINDS", "Loaded", "check_chat_rows", "check_prompt_identity", "distinct_prompts",
+           "load_pairs", "load_prompt_rows", "load_prompts", "load_slot", "load_train",
+           "method_problem", "show"]

@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from harness.data import distinct_prompts
 from harness.errors import InputError
 from harness.hashing import content_hash, seed_from
 from harness.numeric import sigmoid
@@ -92,7 +93,7 @@ def train_sppo(exp, run, run_key: str, loss, show_progress: bool = True):
     from trainers.loop import TrainJob, compute_reference_logps, train
 
     store, assets = exp.store, exp.assets
-    prompts = sorted({r["prompt"] for r in assets.pairs})
+    prompts = distinct_prompts(assets.pairs)  # pairs' or prompt-only rows' prompts
     judge = exp.judges()[0] if loss.preference == "judge" else None
     scorer = None if judge is not None else exp.scorers()[0]
     policy_dir: Path = Path(assets.reference_dir)

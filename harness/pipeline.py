@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -72,23 +73,40 @@ class Experiment:
     @property
     def assets(self) -> TaskAssets:
         if self._assets is None:
-            from harness.data import load_pairs, load_prompts
-
-            if self.spec.base_model != "tiny":
-                from harness.base_models import resolve_base_model
-
-                self.task.base_model_dir = resolve_base_model(self.spec.base_model)
+            data = self._user_data()
             assets = self.task.prepare(lambda unit, computed: self._count("prepare", computed))
-            if self.spec.data.train_file:
-                assets.pairs = load_pairs(self.spec.data.train_file)
-            if self.spec.data.eval_prompts_file:
-                assets.eval_prompts = [Prompt(i, p) for i, p in
-                                       load_prompts(self.spec.data.eval_prompts_file)]
-            if self.spec.data.reg_prompts_file:
-                assets.reg_prompts = [p for _, p in load_prompts(self.spec.data.reg_prompts_file)]
+            if "train" in data:
+                assets.pairs = data["train"].rows
+            if "eval_prompts" in data:
+                assets.eval_prompts = [Prompt(r["id"], r["prompt"])
+                                       for r in data["eval_prompts"].rows]
+            if "reg_prompts" in data:
+                assets.reg_prompts = [r["prompt"] for r in data["reg_prompts"].rows]
             self._check_prompts(assets)
+            for slot, loaded in data.items():  # once, and only for a run that goes ahead
+                note = loaded.unused_note(f"data.{slot}")
+                if note:
+                    logging.getLogger("spo_harness").warning(note)
             self._assets = assets
         return self._assets
+
+    def _user_data(self) -> dict[str, Any]:
+        """The spec's data slots, loaded and checked against the base model's chat
+        template before the task prepares anything (`harness.data`)."""
+        from harness.data import check_chat_rows, load_slot
+        from harness.spec import DATA_SLOTS
+
+        data = {slot: load_slot(slot, self.spec.data.source(slot)) for slot in DATA_SLOTS
+                if self.spec.data.source(slot) is not None}
+        if self.spec.base_model != "tiny":
+            from harness.base_models import load_tokenizer, resolve_base_model
+
+            self.task.base_model_dir = resolve_base_model(self.spec.base_model)
+            if any(d.conversational for d in data.values()):
+                tok = load_tokenizer(self.task.base_model_dir)
+                for loaded in data.values():
+                    check_chat_rows(loaded, tok)
+        return data
 
     def _check_prompts(self, assets: TaskAssets) -> None:
         """Every eval prompt is one distinct unit, and fits the model's context window.
@@ -102,8 +120,9 @@ class Experiment:
         from harness.data import check_prompt_identity
         from trainers.tokenize import encode_prompt
 
-        d = self.spec.data
-        source = d.eval_prompts_file or f"task '{self.spec.task}' eval prompts"
+        d = {slot: self.spec.data.source(slot) for slot in ("eval_prompts", "reg_prompts")}
+        source = (d["eval_prompts"].path if d["eval_prompts"]
+                  else f"task '{self.spec.task}' eval prompts")
         check_prompt_identity([(p.id, p.text) for p in assets.eval_prompts], source)
         tok = load_tokenizer(assets.reference_dir)
         config = json.loads((Path(assets.reference_dir) / "config.json").read_text())
@@ -113,7 +132,8 @@ class Experiment:
         for name, texts, file in (
                 ("eval prompt", [(p.id, p.text) for p in assets.eval_prompts], source),
                 ("regularization prompt", list(enumerate(assets.reg_prompts, 1)),
-                 d.reg_prompts_file or f"task '{self.spec.task}' regularization prompts")):
+                 d["reg_prompts"].path if d["reg_prompts"]
+                 else f"task '{self.spec.task}' regularization prompts")):
             for pid, text in texts:
                 n = len(text) // 8 + 1  # a cheap lower bound first: BPE is ~4 chars a token
                 if n > limit or len(encode_prompt(tok, text)) > limit:
@@ -157,7 +177,8 @@ class Experiment:
         from trainers.loop import compute_reference_logps
 
         a, max_len = self.assets, self.spec.training.max_length
-        if a.pairs and "responses" in a.pairs[0]:  # lists: only reference-free SPO uses them
+        if a.pairs and ("responses" in a.pairs[0]  # lists: only reference-free SPO uses them
+                        or set(a.pairs[0]) == {"prompt"}):  # prompts alone: SPPO samples
             return torch.zeros(0), torch.zeros(0)
         key = content_hash({"ref-logps": a.reference_key, "pairs": content_hash(a.pairs),
                             "max_length": max_len, "eos": a.completion_eos})

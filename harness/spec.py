@@ -158,11 +158,45 @@ class ReportSpec:
 
 
 @dataclass
+class DataSource:
+    """One data slot's source, read through `harness.datasets_io` (format from the path)."""
+
+    path: str = _f(help="a .jsonl, .json (lines or an array), .parquet, .csv or .arrow file, a "
+                   "save_to_disk folder, or a hub dataset id already in the local cache (never "
+                   "downloaded)")
+    split: str = _f("train", help="the split to read (a file has one: train)")
+    columns: dict[str, str] = _f({}, help="rename the source's columns to ours, "
+                                 "{theirs: ours}, e.g. {question: prompt}")
+    limit: int | None = _f(None, help="read only the first N rows", ge=1)
+    soft_label_scale: float | None = _f(
+        None, help="training rows only, opt-in: soft_label = sigmoid(s * (score_chosen - "
+        "score_rejected)) with this s", gt=0)
+
+
+DATA_SLOTS = ("train", "eval_prompts", "reg_prompts")
+
+
+@dataclass
 class DataSpec:
-    train_file: str | None = _f(None, help="JSONL of preference pairs replacing the task's own")
-    eval_prompts_file: str | None = _f(None, help="JSONL of held-out prompts replacing the task's own")
-    reg_prompts_file: str | None = _f(
-        None, help="JSONL of prompts for SPO's KL regularizer (and the KL log) replacing the task's own")
+    train: DataSource | str | None = _f(
+        None, help="training rows replacing the task's pairs: pairs, ranked lists, unpaired "
+        "{prompt, completion, label} rows (kto) or prompts alone (sppo); a path or a source")
+    eval_prompts: DataSource | str | None = _f(
+        None, help="held-out prompts {prompt[, id]} replacing the task's own; a path or a source")
+    reg_prompts: DataSource | str | None = _f(
+        None, help="prompts for SPO's KL regularizer (and the KL log) replacing the task's own")
+    train_file: str | None = _f(None, help="same as train: PATH (kept for older specs)")
+    eval_prompts_file: str | None = _f(None, help="same as eval_prompts: PATH (kept for older specs)")
+    reg_prompts_file: str | None = _f(None, help="same as reg_prompts: PATH (kept for older specs)")
+
+    def source(self, slot: str) -> DataSource | None:
+        """The slot's source: its section, a bare path given there, or the older `*_file`."""
+        given = getattr(self, slot)
+        if isinstance(given, str):
+            return DataSource(path=given)
+        if given is None and getattr(self, f"{slot}_file"):
+            return DataSource(path=getattr(self, f"{slot}_file"))
+        return given
 
 
 @dataclass
@@ -852,14 +886,7 @@ def _check_rules(spec: ExperimentSpec, file: str, locator: _Locator) -> None:
             except (TypeError, ValueError) as exc:
                 raise InputError(f"{run.label}: {exc}", file=file, line=locator.line(path),
                                  field=path) from None
-    from harness.data import load_pairs, load_prompts
-
-    if spec.data.train_file:
-        load_pairs(spec.data.train_file)
-    if spec.data.eval_prompts_file:
-        load_prompts(spec.data.eval_prompts_file)
-    if spec.data.reg_prompts_file:
-        load_prompts(spec.data.reg_prompts_file)
+    _check_data(spec, err)
     try:
         labels = [r.label for r in expand_runs(spec)]
     except InputError as exc:
@@ -867,6 +894,37 @@ def _check_rules(spec: ExperimentSpec, file: str, locator: _Locator) -> None:
                          field="methods") from None
     check(spec.baseline in ("sft", *labels), "baseline",
           f"baseline must be 'sft' or one of the run labels: {', '.join(labels)}")
+
+
+def _check_data(spec: ExperimentSpec, err: Err) -> None:
+    """Every data slot read and row-checked now, before any stage, and its kind of rows
+    matched against the methods (a loss that cannot train on them is named here)."""
+    from harness.data import load_slot, method_problem
+    from trainers.losses import LOSSES
+
+    for slot in DATA_SLOTS:
+        given = getattr(spec.data, slot)
+        if given is not None and getattr(spec.data, f"{slot}_file"):
+            raise err(f"data.{slot}_file", f"give data.{slot} or data.{slot}_file, not both")
+        source = spec.data.source(slot)
+        if source is None:
+            continue
+        if slot != "train" and source.soft_label_scale is not None:
+            raise err(f"data.{slot}.soft_label_scale", "soft labels are for training rows")
+        loaded = load_slot(slot, source)
+        if loaded.conversational and spec.base_model == "tiny":
+            raise err("base_model", f"data.{slot} has conversational rows, which need a chat "
+                      "template; the task's tiny model has none: set base_model to an "
+                      "instruct model (e.g. smollm2-135m-instruct), or give the prompts as text")
+        if slot != "train":
+            continue
+        for i, m in enumerate(spec.methods):
+            one = dataclasses.replace(spec, methods=[m], seeds=spec.seeds[:1])
+            for run in expand_runs(one):
+                problem = method_problem(loaded.kind, LOSSES.get(run.method)(**run.params))
+                if problem:
+                    raise err(f"methods.{i}.name", f"{run.label} {problem} (the training "
+                              f"rows of {loaded.name} are {loaded.kind} rows)")
 
 
 def _format_value(v: Any) -> str:

@@ -44,12 +44,19 @@ class TrainJob:
 
 def compute_reference_logps(reference_dir: Path, pairs: list[dict[str, Any]], max_length: int,
                             add_eos: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-probs of chosen and rejected completions under the reference, once."""
+    """Summed log-probs of chosen and rejected completions under the reference, once.
+
+    Unpaired rows {prompt, completion, label} (KTO): (their completions' log-probs, an empty
+    tensor), so that the two concatenated line up with the rows as they do for pairs.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(reference_dir, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(reference_dir, local_files_only=True,
                                                  dtype=torch.float32).eval()
+    if pairs and "completion" in pairs[0]:
+        items = [encode(tok, r["prompt"], r["completion"], max_length, add_eos) for r in pairs]
+        return batched_completion_logps(model, items, tok.pad_token_id), torch.zeros(0)
     chosen = [encode(tok, r["prompt"], r["chosen"], max_length, add_eos) for r in pairs]
     rejected = [encode(tok, r["prompt"], r["rejected"], max_length, add_eos) for r in pairs]
     return (batched_completion_logps(model, chosen, tok.pad_token_id),

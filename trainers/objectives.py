@@ -65,7 +65,8 @@ class PairedObjective:
 
 
 class UnpairedObjective:
-    """KTO: each pair becomes a desirable chosen and an undesirable rejected completion.
+    """KTO on unpaired rows {prompt, completion, label}, given as such or unpaired from pairs
+    (each pair a desirable chosen and an undesirable rejected completion).
 
     The reference point uses mismatched (prompt, completion) pairs, as TRL's KTO does; here
     the mismatch is fixed once (item j's prompt with item j+1's completion in a seeded
@@ -79,8 +80,11 @@ class UnpairedObjective:
         from trainers.logprobs import batched_completion_logps
 
         self.loss_fn, self.tok = loss_fn, tokenizer
-        items = ([(r["prompt"], r["chosen"], True) for r in pairs]
-                 + [(r["prompt"], r["rejected"], False) for r in pairs])
+        if pairs and "completion" in pairs[0]:  # unpaired rows: the reference is theirs
+            items = [(r["prompt"], r["completion"], r["label"]) for r in pairs]
+        else:  # pairs: chosen ones then rejected ones, the order of the cached reference
+            items = ([(r["prompt"], r["chosen"], True) for r in pairs]
+                     + [(r["prompt"], r["rejected"], False) for r in pairs])
         self.items = [encode(tokenizer, p, c, max_length, add_eos) for p, c, _ in items]
         self.desirable = torch.tensor([d for _, _, d in items])
         self.ref = torch.cat([t.float() for t in ref_logps])

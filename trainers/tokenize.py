@@ -13,7 +13,7 @@ class Encoded:
     completion_ids: list[int]
 
 
-def encode(tokenizer, prompt: str, completion: str, max_length: int,
+def encode(tokenizer, prompt: str | list[dict], completion: str, max_length: int,
            add_eos: bool = True) -> Encoded:
     """Prompt (see `encode_prompt`), then completion (+ EOS); the prompt is cut from the left."""
     prompt_ids = encode_prompt(tokenizer, prompt)
@@ -32,14 +32,52 @@ def uses_chat_template(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def encode_prompt(tokenizer, prompt: str) -> list[int]:
+NO_TEMPLATE = ("conversational rows need a tokenizer with a chat template, and this model's "
+               "has none: use an instruct base model (e.g. smollm2-135m-instruct), set a "
+               "chat_template in its tokenizer_config.json, or give the prompts as text")
+
+
+def render_prompt(tokenizer, messages: list[dict]) -> str:
+    """A conversation as the text the completion follows, as TRL's `apply_chat_template`
+    renders a prompt: with the generation prompt after a user or tool turn, continuing the
+    final message after an assistant turn (a prefilled answer)."""
+    if not uses_chat_template(tokenizer):
+        raise ValueError(NO_TEMPLATE)
+    prefill = messages[-1]["role"] == "assistant"
+    return tokenizer.apply_chat_template(messages, tokenize=False,
+                                         add_generation_prompt=not prefill,
+                                         continue_final_message=prefill)
+
+
+def conversation_problem(tokenizer, messages: list[dict], completion: str) -> str | None:
+    """Why the prompt/completion split of a conversational row is not prefix-consistent,
+    or None: the rendered conversation (prompt + the final assistant turn) must start with
+    the rendered prompt, and go on with the completion's text, so that the tokens trained
+    on are the tokens the model is prompted with at generation."""
+    prompt = render_prompt(tokenizer, messages)
+    full = tokenizer.apply_chat_template(
+        [*messages, {"role": "assistant", "content": completion}], tokenize=False)
+    if not full.startswith(prompt):
+        return ("the chat template renders this conversation without the rendered prompt "
+                "as its start (prompt/completion split not prefix-consistent)")
+    if not full[len(prompt):].startswith(completion):
+        return ("the chat template does not render the completion right after the prompt "
+                "(it rewrites or precedes the final assistant turn)")
+    return None
+
+
+def encode_prompt(tokenizer, prompt: str | list[dict]) -> list[int]:
     """The token ids a completion is conditioned on; one definition for every stage.
 
-    With a chat template: the template's rendering of one user turn plus the generation
+    A conversation (a list of messages): `render_prompt`'s text, tokenized without special
+    tokens, which is TRL's `maybe_apply_chat_template` followed by its tokenization.
+    Text with a chat template: the template's rendering of one user turn plus the generation
     prompt (the template brings its own special tokens, so no BOS is added twice). Without:
     BOS (when the tokenizer has one) + the prompt's tokens. The completion then ends with
     the tokenizer's EOS, which for chat models is the end-of-turn token.
     """
+    if isinstance(prompt, list):
+        return tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
     if uses_chat_template(tokenizer):
         ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
                                             add_generation_prompt=True, tokenize=True)

@@ -46,10 +46,10 @@ def test_quickstart_runs_and_reruns_from_the_store(tmp_path):
                       "spo(alpha=0.3)", "spo(alpha=3)"}
     for rec in board:
         assert FIELDS <= set(rec)
-        assert rec["n_prompts"] == 64 and rec["n_samples"] == 512
+        assert rec["n_prompts"] == 64 and rec["n_samples"] == 384
         if not rec["is_baseline"]:
             assert 0 <= rec["win_rate"] <= 100 and rec["win_rate_se"] > 0
-            assert rec["n_failed"] == 0 and rec["n_judged"] == 512
+            assert rec["n_failed"] == 0 and rec["n_judged"] == 384
             assert rec["bt_ci_low"] <= rec["bt_rating"] <= rec["bt_ci_high"]
     _assert_the_softness_trade_off(board, tmp_path)
     again = _run("quickstart.yaml", tmp_path)

@@ -13,6 +13,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,6 +172,17 @@ def computed(results: Path) -> dict[str, int]:
 def cached(results: Path) -> dict[str, int]:
     counts = run_json(results)["counts"]
     return {s: counts[s]["cached"] for s in WORK_STAGES}
+
+
+def one_torch_thread() -> Iterator[None]:
+    """Body of a fixture that runs its tests on one torch thread: tiny models gain nothing
+    from threads, and on a shared small machine they only contend."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

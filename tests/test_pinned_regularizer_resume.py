@@ -34,6 +34,7 @@ import torch
 import trainers.regularizers as regularizers
 from harness.hashing import seed_from
 from harness.tasks.tiny_models import tiny_llama, word_tokenizer
+from tests.conftest import one_torch_thread
 from trainers.loop import _latest_checkpoint, _resume, _save_checkpoint
 from trainers.regularizers import (
     KLTerm,
@@ -50,11 +51,7 @@ PROMPTS = ["w1", "w2 w3", "w4", "w5 w6 w7", "w8"]
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from threads; on a shared small machine they only contend."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    yield from one_torch_thread()
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,7 @@ from evaluators.report import (
     sort_key,
 )
 from harness.units import Judged
+from tests.test_pinned_leaderboard import _prompt_bootstrap
 
 ELO = 400 / math.log(10)  # Elo points per nat
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,23 +143,6 @@ def _by_label(records: list[dict]) -> dict[str, dict]:
 # ------------------------------------------------------------------ independent bootstrap
 
 
-def _pooled_draws(by_prompt: dict[str, list[float]], universe: list[str], rounds: int,
-                  seed: int) -> np.ndarray:
-    """Per round, the pooled mean of every value of the drawn prompts (NaN: none drawn).
-
-    The report's resamples: one `np.random.default_rng(seed)`, one call
-    `integers(n, size=(rounds, n))`, column i = the i-th prompt id in sorted order.
-    """
-    order = sorted(universe)
-    picks = np.random.default_rng(seed).integers(len(order), size=(rounds, len(order)))
-    out = np.full(rounds, np.nan)
-    for r in range(rounds):
-        pooled = [v for i in picks[r] for v in by_prompt.get(order[i], [])]
-        if pooled:
-            out[r] = sum(pooled) / len(pooled)
-    return out
-
-
 def _interval(draws: np.ndarray) -> tuple[float, float]:
     low, high = np.percentile(draws[np.isfinite(draws)], [2.5, 97.5])
     return float(low), float(high)
@@ -219,7 +203,7 @@ def test_default_settings_are_the_documented_defaults():
     """
     results, _ = _experiment(judges=False)
     rec = _by_label(leaderboard_records(results))["b"]
-    low, high = _interval(_pooled_draws(_values("b", "rm"), PROMPTS, 1000, 0))
+    low, high = _interval(_prompt_bootstrap(_values("b", "rm"), PROMPTS, 1000, 0))
     assert (rec["mean_reward_ci_low"], rec["mean_reward_ci_high"]) == pytest.approx(
         (low, high), abs=1e-12)
 
@@ -241,7 +225,7 @@ def test_sample_and_scorer_intervals_resample_every_prompt_of_the_experiment(key
              "entropy": "entropy"}[key]
     values = _values("b", field)
     flat = [v for vs in values.values() for v in vs]
-    low, high = _interval(_pooled_draws(values, PROMPTS, settings.rounds, settings.seed))
+    low, high = _interval(_prompt_bootstrap(values, PROMPTS, settings.rounds, settings.seed))
     assert rec[key] == pytest.approx(np.mean(flat), abs=1e-12)
     assert (rec[f"{key}_ci_low"], rec[f"{key}_ci_high"]) == pytest.approx((low, high),
                                                                           abs=1e-12)
@@ -349,7 +333,7 @@ def test_win_rate_and_bradley_terry_columns_equal_independent_computations():
         assert r["primary_judge"] == JUDGE
         assert r["win_rate"] == r[f"{JUDGE}:win_rate"] == pytest.approx(
             100 * np.mean(flat), abs=1e-9)
-        draws = _pooled_draws(prefs, PROMPTS, settings.rounds, settings.seed)
+        draws = _prompt_bootstrap(prefs, PROMPTS, settings.rounds, settings.seed)
         assert (r["win_rate_ci_low"], r["win_rate_ci_high"]) == pytest.approx(
             tuple(100 * x for x in _interval(draws)), abs=1e-9)
         assert (r["n_judged"], r["n_failed"]) == (len(flat), 2)

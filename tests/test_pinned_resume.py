@@ -38,7 +38,7 @@ import trainers.loop as loop
 from harness.lock import release_results_dir
 from harness.spec import TrainingSpec, load_spec
 from harness.tasks.tiny_models import save_model, tiny_llama, word_tokenizer
-from tests.conftest import TINY_SPEC
+from tests.conftest import TINY_SPEC, one_torch_thread
 from trainers.loop import TrainJob, compute_reference_logps
 from trainers.losses import get_loss
 
@@ -62,11 +62,7 @@ SPPO_LABEL = "sppo(beta=0.1,iterations=2,samples_per_prompt=4)"
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from threads; on a shared small machine they only contend."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    yield from one_torch_thread()
 
 
 class Interrupted(Exception):

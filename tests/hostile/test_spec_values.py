@@ -325,6 +325,26 @@ def test_judge_params_are_typed_by_the_constructor(tmp_path: Path, judge: str, p
     assert expected in str(err)
 
 
+@pytest.mark.parametrize("params,expected", [
+    ("{protocol: alpaca_eval_3}", "must be one of"),
+    ("{protocol: 7}", "protocol"),
+    ("{protocol: alpaca_eval_2, position: both}", "fixes position"),
+    ("{protocol: mt_bench_pair, soft: true}", "soft"),
+    ("{protocol: mt_bench_pair, seed: 3}", "seed"),
+    ("{protocol: mt_bench_pair, max_new_tokens: 512}", "max_new_tokens"),
+    ("{combine: agreement, position: random}", "needs both orders"),
+])
+def test_judge_protocol_conflicts_are_one_line_at_load(tmp_path: Path, params: str,
+                                                       expected: str) -> None:
+    """A protocol is the anchor's judge only if no option contradicts it: any contradiction
+    (or an unknown protocol) is refused when the spec loads, in one line naming the field."""
+    path = write_spec(tmp_path / "exp.yaml", TINY_SPEC + f"judges:\n  - name: llm\n"
+                      f"    params: {params}\n")
+    err = _error(path)
+    assert len(str(err).splitlines()) == 1 and "judges.0.params" in str(err), str(err)
+    assert expected in str(err), str(err)
+
+
 def test_scorer_params_are_typed_too(tmp_path: Path) -> None:
     path = write_spec(tmp_path / "exp.yaml", TINY_SPEC + "scorers:\n  - name: dpo_implicit\n"
                       "    params: {model: m, reference: r, beta: -1}\n")

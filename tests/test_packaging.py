@@ -74,7 +74,8 @@ IGNORE = shutil.ignore_patterns(".git", ".venv*", "results", "mutants", "mutants
 SHORT = ["task_options.n_train_prompts=32", "task_options.n_eval_prompts=8",
          "task_options.n_reg_prompts=16", "task_options.sft_lines=400",
          "task_options.sft_epochs=1", "task_options.vocab_size=512",
-         "methods.1.params.alpha=[1]", "training.epochs=1", "generation.n_samples=2",
+         "methods.0.params.beta=[0.1]", "methods.1.params.alpha=[1]",
+         "training.epochs=1", "generation.n_samples=2",
          "report.bootstrap_rounds=50"]
 
 

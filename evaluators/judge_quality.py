@@ -45,7 +45,7 @@ from typing import Any
 
 from evaluators.collect import ModelResults
 from evaluators.llm_judge import longer
-from harness.hashing import content_hash
+from harness.hashing import canonical_json, content_hash
 from harness.jsonio import dumps, finite_or_none, write_text_atomic
 from harness.units import Judged
 
@@ -342,10 +342,11 @@ def write_judge_quality(results: list[ModelResults], judges: list[dict[str, Any]
     cache: dict[tuple[str, str, str], float | None] = {}
 
     def oracle_p(j: Judged) -> float | None:
-        key = (j.candidate["prompt"], j.baseline["text"], j.candidate["text"])
+        prompt = j.candidate["prompt"]  # text or messages: cached by its content
+        key = (canonical_json(prompt), j.baseline["text"], j.candidate["text"])
         if oracle is not None and key not in cache:
             try:  # a task without rewards for these prompts (e.g. user data) has no oracle
-                cache[key] = oracle.judge(key[0], [key[1]], [key[2]])[0]
+                cache[key] = oracle.judge(prompt, [key[1]], [key[2]])[0]
             except Exception:
                 cache[key] = None
         return cache.get(key)

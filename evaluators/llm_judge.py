@@ -5,7 +5,9 @@ user text with {instruction}, {output_1}, {output_2} and how to read the verdict
 for "the answer shown first is better", one for the second, optionally one for a tie, and a
 regex that finds the label in the judge's answer. Nothing in a template is executed. A
 template with `turns: 2` (mt_bench_multi_turn) holds two-turn conversations instead, filled
-from the task's `conversation_turns(prompt, answer) -> (questions, answers)`.
+from an eval conversation (user, assistant, user: the history, then the model's answer) or
+from the task's `conversation_turns(prompt, answer) -> (questions, answers)`; a single-turn
+template reads a conversation's one user turn (`turns_problem` says what each accepts).
 
 Backends: `hf` (a local Hugging Face folder, or a base-model name such as
 `smollm2-135m-instruct`; batched greedy `generate`) and `openai` (any OpenAI-compatible
@@ -43,6 +45,7 @@ from evaluators.judges import JUDGES, BatchedPairJudge
 from harness.errors import InputError, ServiceError
 from harness.hashing import seed_from
 from harness.tasks.base import Task
+from harness.trl_formats import conversation_turns, last_question, user_turns
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "judge_templates"
 PLACEHOLDERS = ("instruction", "output_1", "output_2")
@@ -701,6 +704,46 @@ def _is_logprob(value: Any) -> bool:
             and not math.isnan(value) and value <= 1e-3)
 
 
+# ---------------------------------------------------------------------------- prompts and turns
+
+PromptValue = str | list[dict[str, str]]  # eval prompt text, or a conversation (Prompt.text)
+
+
+def judge_turns(params: dict[str, Any]) -> int:
+    """How many turns the template of an llm judge with these spec params judges (1 or 2)."""
+    st = resolve_settings(params.get("protocol"), template=params.get("template"))
+    return load_template(st.template).turns
+
+
+def turns_problem(turns: int, task: Any, prompt: PromptValue) -> str | None:
+    """Why a judge of `turns`-turn templates cannot judge answers to `prompt`, or None.
+
+    A single-turn template (AlpacaEval, MT-Bench pair-v2) reads one instruction: text, or a
+    conversation with one user turn (its system messages are the model's alone). A two-turn
+    template (MT-Bench pair-v2-multi-turn) reads both questions and both answers: a
+    conversation user, assistant, user (the assistant turn is the history both models
+    answer after), or text from a task that splits it (`conversation_turns`).
+    """
+    n = user_turns(prompt)
+    if turns == 1:
+        if n == 1:
+            return None
+        return (f"is a conversation of {n} user turns; this judge's template reads one "
+                "instruction (use protocol mt_bench_pair_multi_turn for two turns)")
+    if isinstance(prompt, list):
+        if n == 2:
+            return None
+        return (f"is a conversation of {n} user turn{'s' if n != 1 else ''}; FastChat's "
+                "pair-v2-multi-turn judges two (user, assistant, user)")
+    if callable(getattr(task, "conversation_turns", None)):
+        return None
+    name = getattr(task, "name", None)
+    return ("is one turn of text, and two-turn judging (FastChat's pair-v2-multi-turn) needs "
+            "two: give eval prompts as conversations (user, assistant, user)"
+            f"{f', or a task with turns (task {name!r} has no conversation_turns)' if name else ''}"
+            ", or use protocol mt_bench_pair")
+
+
 # ---------------------------------------------------------------------------- the judge
 
 def _resolve_model(model: str) -> Path:
@@ -744,14 +787,6 @@ class LLMJudge(BatchedPairJudge):
                                                      max_new_tokens=st.max_new_tokens))
         self.template = loaded
         self.task = task
-        if loaded.turns == 2 and not callable(getattr(task, "conversation_turns", None)):
-            what = f"protocol '{protocol}'" if protocol else f"template '{loaded.name}'"
-            name = getattr(task, "name", None)
-            raise InputError(f"llm judge: {what} judges two-turn conversations (FastChat's "
-                             f"pair-v2-multi-turn), but "
-                             f"{f'task {name!r}' if name else 'this judge has no task that'} "
-                             "has no turns (no conversation_turns(prompt, answer) method); "
-                             "use protocol mt_bench_pair for single-turn prompts")
         self.backend_name, self.position, self.seed, self.soft = (backend, st.position, st.seed,
                                                                   st.soft)
         self.protocol = protocol
@@ -790,32 +825,46 @@ class LLMJudge(BatchedPairJudge):
             self._backend = self._make_backend()
         return self._backend
 
-    def swapped(self, prompt: str, baseline: str, candidate: str) -> bool:
+    def swapped(self, prompt: PromptValue, baseline: str, candidate: str) -> bool:
         """Whether the candidate is shown first in the one order asked: position random, a
         seeded coin per pair (ours); position instruction, AlpacaEval's coin per instruction
-        (the same order for every model's answer to that instruction)."""
+        (the same order for every model's answer to that instruction: a conversation's is
+        its user turn, the instruction the single-turn template shows)."""
         if self.position == "instruction":
-            return alpaca_eval_switched(prompt, self.seed)
+            return alpaca_eval_switched(last_question(prompt), self.seed)
         return bool(seed_from("llm-judge-order", self.seed, prompt, baseline, candidate) & 1)
 
-    def _render(self, prompt: str, first: str, second: str) -> Messages:
+    def prompt_problem(self, prompt: PromptValue) -> str | None:
+        """Why this judge cannot judge answers to `prompt`, or None (see `turns_problem`)."""
+        return turns_problem(self.template.turns, self.task, prompt)
+
+    def _render(self, prompt: PromptValue, first: str, second: str) -> Messages:
+        problem = self.prompt_problem(prompt)
+        if problem:
+            raise ValueError(problem)
         if self.template.turns == 1:
-            return self.template.render(prompt, first, second)
+            return self.template.render(last_question(prompt), first, second)
         q_first, a_first = self._turns(prompt, first)
         q_second, a_second = self._turns(prompt, second)
         if list(q_first) != list(q_second):
             raise ValueError("the two conversations have different questions")
         return self.template.render_turns(q_first, a_first, a_second)
 
-    def _turns(self, prompt: str, answer: str) -> tuple[list[str], list[str]]:
-        questions, answers = self.task.conversation_turns(prompt, answer)  # type: ignore[union-attr]
+    def _turns(self, prompt: PromptValue, answer: str) -> tuple[list[str], list[str]]:
+        """Both questions and this answer's two turns: from the conversation itself (its
+        earlier assistant turn is the history both answers share), else from the task."""
+        if isinstance(prompt, list):
+            questions, answers = conversation_turns(prompt, answer)
+        else:
+            questions, answers = self.task.conversation_turns(prompt, answer)  # type: ignore[union-attr]
         questions, answers = list(questions), list(answers)
         if len(questions) != 2 or len(answers) != 2:  # FastChat skips such questions
             raise ValueError(f"{self.template.name} needs 2 questions and 2 answers, the task "
                              f"gave {len(questions)} and {len(answers)}")
         return questions, answers
 
-    def judge_pairs(self, pairs: list[tuple[str, str, str]]) -> list[tuple[float | None, dict]]:
+    def judge_pairs(self, pairs: list[tuple[PromptValue, str, str]]
+                    ) -> list[tuple[float | None, dict]]:
         """(prompt, baseline, candidate) triples, across prompts, judged in batched calls."""
         plans: list[list[bool]] = []  # per pair: for each call, is the candidate shown second?
         problems: list[str | None] = []

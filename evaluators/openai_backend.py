@@ -135,7 +135,7 @@ class OpenAIBackend:
 
             return list(await asyncio.gather(*(one(r) for r in requests)))
 
-    async def _request(self, client, prompt: str, params: SamplingParams,
+    async def _request(self, client, prompt: str | list[dict], params: SamplingParams,
                        seed: int) -> Completion:
         import openai
 
@@ -157,7 +157,8 @@ class OpenAIBackend:
             # (missing fields become None), so a wrong reply would pass as an empty text
             if self.endpoint == "chat":
                 raw = await client.chat.completions.with_raw_response.create(
-                    messages=[{"role": "user", "content": prompt}],
+                    messages=([{"role": "user", "content": prompt}]
+                              if isinstance(prompt, str) else prompt),
                     max_completion_tokens=params.max_new_tokens, **common)
             else:
                 from trainers.tokenize import encode_prompt

@@ -50,12 +50,16 @@ def load_reward_model(folder: str | Path, device: str | None = None) -> tuple[An
     return model.to(device).eval(), tok
 
 
-def render_conversation(tokenizer: Any, prompt: str, response: str) -> str:
-    """The text a reward model scores: a user/assistant chat, or prompt then response."""
+def render_conversation(tokenizer: Any, prompt: str | list[dict], response: str) -> str:
+    """The text a reward model scores: a user/assistant chat (a conversation prompt with its
+    history, then the response as the final assistant turn), or prompt then response."""
     if getattr(tokenizer, "chat_template", None):
+        turns = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
         return tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}],
-            tokenize=False)
+            [*turns, {"role": "assistant", "content": response}], tokenize=False)
+    if not isinstance(prompt, str):  # RewardBench's plain form holds one exchange
+        raise InputError("reward model: a conversation prompt needs a tokenizer with a "
+                         "chat template (this one has none)")
     # plain text: one space between them unless one side already brings whitespace
     joiner = "" if not prompt or not response or prompt[-1].isspace() \
         or response[0].isspace() else " "

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ServiceError
-from harness.hashing import content_hash
+from harness.hashing import canonical_json, content_hash
 from harness.store import Store
 from harness.units import Units, exact_key, judgment_key, logp_key, score_key
 
@@ -45,11 +45,12 @@ def pointwise_scores(store: Store, scorer: Any, gens: list[dict]) -> tuple[int, 
     todo = [g for g in gens if keys[g["key"]] not in done]
     for i in range(0, len(todo), BATCH):
         chunk = todo[i:i + BATCH]
-        by_prompt: dict[str, list[dict]] = {}
+        by_prompt: dict[str, list[dict]] = {}  # by its content: a prompt may be messages
         for g in chunk:  # one call per prompt: model-based scorers batch its completions
-            by_prompt.setdefault(g["prompt"], []).append(g)
+            by_prompt.setdefault(canonical_json(g["prompt"]), []).append(g)
         rows = []
-        for prompt, group in by_prompt.items():
+        for group in by_prompt.values():
+            prompt = group[0]["prompt"]
             try:
                 raw = list(scorer.score(prompt, [g["text"] for g in group]))
                 if len(raw) != len(group):

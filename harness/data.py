@@ -30,7 +30,13 @@ from harness.datasets_io import RawRows, Where, field_name, read_rows, show
 from harness.errors import InputError
 from harness.hashing import canonical_json
 from harness.numeric import sigmoid
-from harness.trl_formats import completion_value, preference_parts, prompt_value
+from harness.trl_formats import (
+    completion_value,
+    dialogue_problem,
+    is_conversational,
+    preference_parts,
+    prompt_value,
+)
 
 KINDS = ("pair", "list", "unpaired", "prompt")
 MARKER = {"list": "responses", "pair": "chosen", "unpaired": "completion", "prompt": "prompt"}
@@ -219,7 +225,7 @@ def _unpaired(row: dict, where: Where, text: bool) -> tuple[dict, set[str]]:
 
 
 def _prompt_only(row: dict, where: Where) -> tuple[dict, set[str]]:
-    if "messages" in row:
+    if "messages" in row and "prompt" not in row:
         raise where.error("a language-modeling row ('messages') holds no preference: give "
                           "prompt + chosen/rejected, prompt + completion + label, or a prompt",
                           "messages")
@@ -295,11 +301,13 @@ def _prompt_id(row: dict, where: Where, text: bool) -> tuple[str, bool]:
 
 def load_prompt_rows(path: str | Path, split: str = "train",
                      columns: Mapping[str, str] | None = None, limit: int | None = None,
-                     *, single_turn: bool = False) -> Loaded:
+                     *, for_eval: bool = False) -> Loaded:
     """Prompt rows {id, prompt}, standard or conversational; `id` optional (the row's
-    position, `0007`). `single_turn`: a conversation must be one user message, and becomes
-    its text (the eval stages key generations by prompt text; the chat template renders a
-    text prompt as exactly that one user turn).
+    position, `0007`). `for_eval`: a conversation must be a dialogue the model can answer
+    (`dialogue_problem`: user and assistant turns alternating after any system messages,
+    ending with a user turn); one that is a single user message becomes its text, the same
+    unit as that text given as text (the chat template renders a text prompt as exactly
+    that one user turn), so its generations keep their keys.
 
     Ids and prompts must be unique: results are keyed by prompt id and generations by
     prompt, so two rows sharing either would silently merge into one.
@@ -313,11 +321,14 @@ def load_prompt_rows(path: str | Path, split: str = "train",
         item, used = _prompt_only(row, where)
         prompt = item["prompt"]
         conversational = conversational or isinstance(prompt, list)
-        if single_turn and isinstance(prompt, list):
-            if len(prompt) != 1 or prompt[0]["role"] != "user" or not prompt[0]["content"]:
-                raise where.error("an eval prompt is one user turn (multi-turn and system "
-                                  "prompts are not sampled yet); give its text", "prompt")
-            prompt = prompt[0]["content"]
+        if for_eval and isinstance(prompt, list):
+            problem = dialogue_problem(prompt)
+            if problem:
+                raise where.error(problem, "prompt")
+            if not prompt[-1]["content"]:
+                raise where.error("the last user turn is empty: nothing to answer", "prompt")
+            if len(prompt) == 1:
+                prompt = prompt[0]["content"]
         pid, given = _prompt_id(row, where, raw.text_cells)
         if pid in by_id:
             first, first_given = by_id[pid]
@@ -356,7 +367,7 @@ def load_slot(slot: str, source: Any) -> Loaded:
         return load_train(source.path, source.split, source.columns, source.limit,
                           source.soft_label_scale)
     return load_prompt_rows(source.path, source.split, source.columns, source.limit,
-                            single_turn=slot == "eval_prompts")
+                            for_eval=slot == "eval_prompts")
 
 
 def method_problem(kind: str, loss: Any) -> str | None:
@@ -393,18 +404,20 @@ def check_chat_rows(loaded: Loaded, tokenizer: Any) -> None:
                     raise where.error(problem, key)
 
 
-def check_prompt_identity(prompts: list[tuple[str, str]], source: str) -> None:
+def check_prompt_identity(prompts: list[tuple[str, Any]], source: str) -> None:
     """Refuse a prompt list, e.g. a task's own, in which two entries share an id or a text
-    (the same rule `load_prompts` applies to a file; positions are 1-based)."""
+    (the same rule `load_prompts` applies to a file; positions are 1-based). A prompt is
+    text or a conversation that `load_prompt_rows` already checked."""
     by_id: dict[str, int] = {}
     by_text: dict[str, int] = {}
     for i, (pid, text) in enumerate(prompts, start=1):
         if not isinstance(pid, str) or not pid:
             raise InputError(f"prompt {i}: the id must be a non-empty string, not {show(pid)}",
                              file=source)
-        if not isinstance(text, str) or not text:
+        if not (isinstance(text, str) and text) and not is_conversational(text):
             raise InputError(f"prompt {i}: the text must be a non-empty string, not "
                              f"{show(text)}", file=source)
+        text = canonical_json(text)
         if pid in by_id:
             raise InputError(f"prompt {i} has the same id {show(pid)} as prompt {by_id[pid]}",
                              file=source)

@@ -115,7 +115,7 @@ def train_sppo(exp, run, run_key: str, loss, show_progress: bool = True):
             raise InputError(f"run '{run.label}', sppo iteration {t + 1}: no prompt gave two "
                              f"differently judged samples ({failed} prompts had failed "
                              "judgments); raise samples_per_prompt")
-        ref = compute_reference_logps(policy_dir, rows, exp.spec.training.max_length,
+        ref = compute_reference_logps(policy_dir, rows, exp.spec.training.truncation(),
                                       assets.completion_eos)
         work = exp.results_dir / "work" / f"run-{run_key}-iter{t}"
         job = TrainJob(label=f"{run.label} iter {t + 1}/{loss.iterations}", seed=run.seed,

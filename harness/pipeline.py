@@ -74,9 +74,12 @@ class Experiment:
     def assets(self) -> TaskAssets:
         if self._assets is None:
             data = self._user_data()
+            # the task samples no pairs of its own when the spec's data replaces them
+            self.task.pairs_given = "train" in data
             assets = self.task.prepare(lambda unit, computed: self._count("prepare", computed))
             if "train" in data:
                 assets.pairs = data["train"].rows
+                self._train_where = data["train"].where  # so later checks can name a row
             if "eval_prompts" in data:
                 assets.eval_prompts = [Prompt(r["id"], r["prompt"])
                                        for r in data["eval_prompts"].rows]
@@ -135,9 +138,12 @@ class Experiment:
                  d["reg_prompts"].path if d["reg_prompts"]
                  else f"task '{self.spec.task}' regularization prompts")):
             for pid, text in texts:
-                n = len(text) // 8 + 1  # a cheap lower bound first: BPE is ~4 chars a token
+                chars = (len(text) if isinstance(text, str)
+                         else sum(len(m["content"]) for m in text))  # a conversation
+                n = chars // 8 + 1  # a cheap lower bound first: BPE is ~4 chars a token
                 if n > limit or len(encode_prompt(tok, text)) > limit:
-                    n = len(encode_prompt(tok, text[: 16 * limit]))
+                    n = len(encode_prompt(tok, text[: 16 * limit] if isinstance(text, str)
+                                          else text))
                     raise InputError(f"{name} '{pid}' has {n}{'+' if n > limit else ''} "
                                      f"tokens; the model's context is {limit}", file=file)
 
@@ -153,7 +159,7 @@ class Experiment:
                              "pairs": content_hash(self.assets.pairs),
                              "reg_prompts": content_hash(self.assets.reg_prompts),
                              "run": run.key_material(),
-                             "training": dataclasses.asdict(self.spec.training)})
+                             "training": self.spec.training.key()})
 
     def models(self, require_trained: bool = True) -> list[Model]:
         a = self.assets
@@ -176,18 +182,18 @@ class Experiment:
 
         from trainers.loop import compute_reference_logps
 
-        a, max_len = self.assets, self.spec.training.max_length
+        a, cut = self.assets, self.spec.training.truncation()
         if a.pairs and ("responses" in a.pairs[0]  # lists: only reference-free SPO uses them
                         or set(a.pairs[0]) == {"prompt"}):  # prompts alone: SPPO samples
             return torch.zeros(0), torch.zeros(0)
         key = content_hash({"ref-logps": a.reference_key, "pairs": content_hash(a.pairs),
-                            "max_length": max_len, "eos": a.completion_eos})
+                            "max_length": cut.key(), "eos": a.completion_eos})
         found = self.store.get_artifact(key)
         if found is not None:
             self._count("train", False)
             t = torch.load(found["path"] / "ref_logps.pt")
             return t["chosen"], t["rejected"]
-        chosen, rejected = compute_reference_logps(a.reference_dir, a.pairs, max_len,
+        chosen, rejected = compute_reference_logps(a.reference_dir, a.pairs, cut,
                                                    a.completion_eos)
         staging = self.store.staging_dir("ref-logps", key)
         torch.save({"chosen": chosen, "rejected": rejected}, staging / "ref_logps.pt")
@@ -208,6 +214,7 @@ class Experiment:
         self._count("train", False, len(self.runs) - len(todo))
         if not todo:
             return
+        self._check_truncation()
         ref_logps = self._reference_logps()
         for run in self._bar(todo, desc="train runs"):
             key = self.run_key(run)
@@ -239,6 +246,26 @@ class Experiment:
             self.store.put_run(key, run.label, run.method, run.params, run.seed, str(path), metadata)
             shutil.rmtree(work, ignore_errors=True)
             self._count("train", True)
+
+    def _check_truncation(self) -> None:
+        """With truncation_mode keep_start, a prompt that fills max_length leaves no
+        completion token: TRL drops such rows, we refuse them before any training."""
+        t = self.spec.training
+        if t.truncation_mode != "keep_start":
+            return
+        from harness.base_models import load_tokenizer
+        from trainers.tokenize import encode_prompt, truncate
+
+        tok = load_tokenizer(self.assets.reference_dir)
+        where = getattr(self, "_train_where", None)
+        for i, row in enumerate(self.assets.pairs):
+            try:
+                truncate(encode_prompt(tok, row["prompt"]), [0], t.truncation())
+            except ValueError as exc:
+                if where is not None:
+                    raise where[i].error(str(exc), "prompt") from None
+                raise InputError(f"task '{self.spec.task}' training row {i + 1}: {exc}",
+                                 field="training.truncation_mode") from None
 
     # ------------------------------------------------------------------ generate
 

@@ -77,6 +77,10 @@ class MethodSpec:
     label: str | None = _f(None, help="display name prefix; default: the method name")
 
 
+SCALE_SETTINGS = ("precision", "gradient_accumulation_steps", "gradient_checkpointing",
+                  "lr_scheduler", "optimizer", "truncation_mode", "max_prompt_length")
+
+
 @dataclass
 class TrainingSpec:
     epochs: int = _f(2, help="passes over the preference pairs", ge=1)
@@ -91,6 +95,40 @@ class TrainingSpec:
     log_every: int = _f(5, help="log metrics every N steps", ge=1)
     kl_log_prompts: int = _f(8, help="prompts sampled to log KL(policy||ref) at each log step; "
                              "0 = off", ge=0)
+    # Scale settings (README "Scaling up"). At their defaults they are left out of the run's
+    # content key (`TrainingSpec.key`), so runs trained before they existed keep their keys.
+    precision: Literal["fp32", "bf16", "fp16"] = _f(
+        "fp32", help="Accelerate mixed precision: fp32, bf16 (CPU or GPU) or fp16 (GPU only); "
+        "weights and optimizer state stay fp32")
+    gradient_accumulation_steps: int = _f(
+        1, help="micro-batches per optimizer step: batch_size pairs are split into this many "
+        "(memory, not maths: the step is the same as one batch)", ge=1)
+    gradient_checkpointing: bool = _f(False, help="recompute activations in the backward pass "
+                                      "(less memory, ~30% more time)")
+    lr_scheduler: Literal["constant", "linear", "cosine"] = _f(
+        "constant", help="learning-rate schedule after warm-up (transformers' get_scheduler; "
+        "TRL's default is linear)")
+    optimizer: Literal["adamw", "adam", "sgd", "adafactor"] = _f(
+        "adamw", help="torch.optim optimizer (weight_decay applies to each)")
+    truncation_mode: Literal["keep_completion", "keep_start", "keep_end"] = _f(
+        "keep_completion", help="how prompt+completion is cut to max_length: keep_completion "
+        "(prompt cut from the left) or TRL's keep_start / keep_end of the whole sequence")
+    max_prompt_length: int | None = _f(None, help="cut prompts to their last N tokens first; "
+                                       "null = no limit", ge=1)
+
+    def key(self) -> dict[str, Any]:
+        """The settings as the run's content key holds them: the scale settings only where
+        they differ from their defaults."""
+        out = dataclasses.asdict(self)
+        for f in dataclasses.fields(self):
+            if f.name in SCALE_SETTINGS and out[f.name] == f.default:
+                del out[f.name]
+        return out
+
+    def truncation(self) -> Any:
+        from trainers.tokenize import Truncation
+
+        return Truncation(self.max_length, self.truncation_mode, self.max_prompt_length)
 
 
 @dataclass
@@ -902,6 +940,7 @@ def _check_data(spec: ExperimentSpec, err: Err) -> None:
     from harness.data import load_slot, method_problem
     from trainers.losses import LOSSES
 
+    _check_judge_turns(spec, None, err)  # the task's own prompts, unless data.eval_prompts
     for slot in DATA_SLOTS:
         given = getattr(spec.data, slot)
         if given is not None and getattr(spec.data, f"{slot}_file"):
@@ -916,6 +955,8 @@ def _check_data(spec: ExperimentSpec, err: Err) -> None:
             raise err("base_model", f"data.{slot} has conversational rows, which need a chat "
                       "template; the task's tiny model has none: set base_model to an "
                       "instruct model (e.g. smollm2-135m-instruct), or give the prompts as text")
+        if slot == "eval_prompts":
+            _check_judge_turns(spec, loaded, err)
         if slot != "train":
             continue
         for i, m in enumerate(spec.methods):
@@ -925,6 +966,33 @@ def _check_data(spec: ExperimentSpec, err: Err) -> None:
                 if problem:
                     raise err(f"methods.{i}.name", f"{run.label} {problem} (the training "
                               f"rows of {loaded.name} are {loaded.kind} rows)")
+
+
+def _check_judge_turns(spec: ExperimentSpec, eval_prompts: Any, err: Err) -> None:
+    """Every llm judge can read every eval prompt (a single-turn template one user turn, a
+    two-turn template two; `evaluators.llm_judge.turns_problem`). `eval_prompts`: the loaded
+    data.eval_prompts, or None for the task's own prompts (text)."""
+    from evaluators.llm_judge import judge_turns, turns_problem
+    from harness.tasks import TASKS
+
+    if eval_prompts is None and spec.data.source("eval_prompts") is not None:
+        return  # checked when that slot is loaded
+    task = TASKS.get(spec.task)  # the class: whether it splits text into turns
+    for i, j in enumerate(spec.judges):
+        if j.name != "llm":
+            continue
+        turns = judge_turns(j.params)
+        if eval_prompts is None:
+            problem = turns_problem(turns, task, "text")
+            if problem:
+                raise err(f"judges.{i}", f"llm judge: every eval prompt of task "
+                          f"'{spec.task}' {problem}")
+            continue
+        for row, where in zip(eval_prompts.rows, eval_prompts.where):
+            problem = turns_problem(turns, task, row["prompt"])
+            if problem:
+                raise where.error(f"judges.{i} (llm) cannot judge answers to this eval "
+                                  f"prompt: it {problem}", "prompt")
 
 
 def _format_value(v: Any) -> str:

@@ -209,7 +209,10 @@ class Store:
         with self.transaction() as c:
             c.executemany(
                 "INSERT OR REPLACE INTO generations VALUES (?,?,?,?,?,?,?,?,?)",
-                [(r["key"], r["model_key"], r["prompt_id"], r["sample_index"], r["prompt"],
+                # a conversation prompt is stored as its JSON (read back through Units,
+                # which gives every row its prompt from the spec's slot)
+                [(r["key"], r["model_key"], r["prompt_id"], r["sample_index"],
+                  r["prompt"] if isinstance(r["prompt"], str) else self._json(r["prompt"]),
                   redact(r["text"]), self._json(r["token_ids"]), self._json(r.get("info", {})),
                   now) for r in rows])
 

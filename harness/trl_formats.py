@@ -140,3 +140,46 @@ def unpair(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"prompt": pairs[i]["prompt"],
              "completion": pairs[i]["chosen" if good else "rejected"], "label": good}
             for i, good in unpair_order(len(pairs))]
+
+
+def dialogue_problem(turns: list[Message]) -> str | None:
+    """Why a conversation cannot be an eval prompt, or None: after any system messages the
+    turns alternate user, assistant, user, ... and end with a user turn (the one the model
+    answers; a judge reads the earlier turns as the history)."""
+    roles = [m["role"] for m in turns]
+    start = next((i for i, r in enumerate(roles) if r != "system"), len(roles))
+    rest = roles[start:]
+    if not rest:
+        return "holds system messages only: an eval prompt ends with a user turn"
+    for i, role in enumerate(rest):
+        want = "user" if i % 2 == 0 else "assistant"
+        if role != want:
+            return (f"message {start + i} is a {show(role)} turn where a {want} turn belongs: "
+                    "an eval conversation alternates user and assistant turns after any "
+                    "system messages, and ends with a user turn")
+    if rest[-1] != "user":
+        return "the last message is an assistant turn: an eval prompt ends with a user turn"
+    return None
+
+
+def conversation_turns(prompt: list[Message], answer: str) -> tuple[list[str], list[str]]:
+    """(questions, answers) of an eval conversation answered by `answer`: the user turns'
+    contents, and the earlier assistant turns' contents followed by the answer (system
+    messages are not turns). The prompt passed `dialogue_problem`."""
+    questions = [m["content"] for m in prompt if m["role"] == "user"]
+    answers = [m["content"] for m in prompt if m["role"] == "assistant"]
+    return questions, answers + [answer]
+
+
+def user_turns(prompt: str | list[Message]) -> int:
+    """How many user turns a prompt holds (text is one)."""
+    return 1 if isinstance(prompt, str) else sum(m["role"] == "user" for m in prompt)
+
+
+def last_question(prompt: str | list[Message]) -> str:
+    """The text a single-turn judge reads as the instruction: the prompt, or the content of
+    a conversation's final user turn (its system messages are the model's, not the
+    judge's; AlpacaEval and MT-Bench instructions carry none)."""
+    if isinstance(prompt, str):
+        return prompt
+    return [m["content"] for m in prompt if m["role"] == "user"][-1]

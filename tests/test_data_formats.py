@@ -35,6 +35,10 @@ FORMATS = ("jsonl", "json", "parquet", "csv", "arrow", "disk")
 ARROW_FORMATS = ("parquet", "arrow", "disk")
 
 
+def _m(role: str, content: str) -> dict[str, str]:
+    return {"role": role, "content": content}
+
+
 def write(rows: list[dict[str, Any]], fmt: str, folder: Path, name: str = "data") -> Path:
     """`rows` as a file (or folder) of format `fmt`."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -180,8 +184,55 @@ def test_prompt_slots_keep_ids_and_collapse_one_user_turn(tmp_path):
     assert evals.rows == [{"id": "0001", "prompt": "hi"}] and evals.conversational
     reg = load_slot("reg_prompts", DataSource(path=str(write(CHAT_PROMPTS, "disk", tmp_path))))
     assert reg.rows[1]["prompt"] == CHAT_PROMPTS[1]["prompt"]
-    with pytest.raises(InputError, match="one user turn"):
-        load_slot("eval_prompts", DataSource(path=str(write(CHAT_PROMPTS, "jsonl", tmp_path))))
+    # a system prompt, or earlier turns, keep the conversation: the chat template renders it
+    evals = load_slot("eval_prompts", DataSource(path=str(write(CHAT_PROMPTS, "jsonl",
+                                                                tmp_path))))
+    assert evals.rows == [{"id": "0001", "prompt": "hi"},
+                          {"id": "0002", "prompt": CHAT_PROMPTS[1]["prompt"]}]
+
+
+MULTI_TURN = [{"id": "mt1", "prompt": [_m("system", "Be brief."), _m("user", "Plan a trip"),
+                                       _m("assistant", "Rome."), _m("user", "Cheaper?")]},
+              {"id": "mt2", "prompt": [_m("user", "Name a colour"), _m("assistant", "Blue."),
+                                       _m("user", "Another?")]}]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", *ARROW_FORMATS])
+def test_multi_turn_eval_prompts_load_as_the_same_conversations(tmp_path, fmt):
+    loaded = load_slot("eval_prompts", DataSource(path=str(write(MULTI_TURN, fmt, tmp_path))))
+    assert loaded.rows == MULTI_TURN and loaded.conversational
+
+
+@pytest.mark.parametrize("turns,reason", [
+    ([_m("assistant", "a"), _m("user", "b")], "message 0 is a 'assistant' turn where a user"),
+    ([_m("user", "a"), _m("user", "b")], "message 1 is a 'user' turn where a assistant"),
+    ([_m("user", "a"), _m("assistant", "b")], "ends with a user turn"),
+    ([_m("system", "s")], "last message's role is 'system'"),
+    ([_m("user", "a"), _m("tool", "42")], "message 1 is a 'tool' turn"),
+    ([_m("system", "s"), _m("user", "a"), _m("system", "t"), _m("user", "b")],
+     "message 2 is a 'system' turn"),
+    ([_m("user", "a"), _m("assistant", "b"), _m("user", "")], "last user turn is empty"),
+])
+def test_an_eval_conversation_the_model_cannot_answer_is_refused(tmp_path, turns, reason):
+    rows = [{"prompt": "fine"}, {"prompt": turns}]
+    with pytest.raises(InputError, match=reason) as err:
+        load_slot("eval_prompts", DataSource(path=str(write(rows, "jsonl", tmp_path))))
+    assert err.value.line == 2 and err.value.field == "prompt"
+
+
+def test_a_prompt_beside_a_messages_column_is_an_eval_prompt(tmp_path):
+    """UltraFeedback-binarized's test_prefs: prompt, messages (the whole chat), chosen,
+    rejected; the prompt is read and the rest is reported unused."""
+    rows = [{"prompt": "hi", "prompt_id": "a", "messages": [_m("user", "hi"), _m("assistant", "yo")],
+             "chosen": [_m("user", "hi"), _m("assistant", "yo")],
+             "rejected": [_m("user", "hi"), _m("assistant", "no")]}]
+    loaded = load_slot("eval_prompts", DataSource(path=str(write(rows, "parquet", tmp_path)),
+                                                  columns={"prompt_id": "id"}))
+    assert loaded.rows == [{"id": "a", "prompt": "hi"}]
+    assert loaded.unused == ["chosen", "messages", "rejected"]
+    with pytest.raises(InputError, match="language-modeling row"):  # no prompt: refused
+        load_slot("eval_prompts", DataSource(path=str(write(
+            [{"messages": rows[0]["messages"]}], "jsonl", tmp_path / "lm"))))
 
 
 def test_a_hub_id_is_never_downloaded(tmp_path, monkeypatch):

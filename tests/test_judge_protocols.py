@@ -373,6 +373,50 @@ def test_mt_bench_templates_are_the_fastchat_texts():
     assert fake.calls[0]["max_new_tokens"] == 2048
 
 
+# an eval conversation: the history (a first question and its answer), then the question
+# both models answer; placeholder-looking text must pass through unchanged
+CONVERSATION = [{"role": "user", "content": "Plan a trip {answer_a_2}"},
+                {"role": "assistant", "content": "Go to Rome.\n"},
+                {"role": "user", "content": "Now make it cheaper"}]
+
+
+def test_a_conversation_is_judged_with_its_history_as_fastchat_pair_v2_multi_turn():
+    """MT-Bench's two-turn prompt from an eval conversation: both questions, the shared
+    first answer (the history) as each assistant's answer_1, the two models' answers as
+    answer_2; the system turn of the conversation is the model's and not shown."""
+    multi = _fastchat_prompts()["pair-v2-multi-turn"]
+    judge = LLMJudge(None, backend="openai", model="judge-model",
+                     protocol="mt_bench_pair_multi_turn")
+    judge._backend = fake = FakeBackend(lambda m: Reply("[[A]]"))
+    prompt = [{"role": "system", "content": "Be brief."}, *CONVERSATION]
+    ((p, info),) = judge.judge_pairs([(prompt, "Take the train.", "Stay in hostels {question_1}.")])
+    assert info["calls"] == 2 and p == 0.5  # [[A]] both ways: contradictory -> tie
+    requests = fake.calls[0]["requests"]
+    want = [[{"role": "system", "content": multi["system_prompt"]},
+             {"role": "user", "content": multi["prompt_template"].format(
+                 question_1="Plan a trip {answer_a_2}", question_2="Now make it cheaper",
+                 answer_a_1="Go to Rome.\n", answer_a_2=a, answer_b_1="Go to Rome.\n",
+                 answer_b_2=b)}]
+            for a, b in (("Take the train.", "Stay in hostels {question_1}."),
+                         ("Stay in hostels {question_1}.", "Take the train."))]
+    assert requests == want
+
+
+@pytest.mark.parametrize("protocol", ["alpaca_eval_2", "mt_bench_pair"])
+def test_a_single_turn_judge_reads_a_conversations_one_user_turn(protocol):
+    """A system message and one user turn: the judge's instruction is the user turn, the
+    same request (and the same order coin for alpaca_eval_2's text) as that text alone."""
+    judged = {}
+    for prompt in ("Name a colour", [{"role": "system", "content": "Be brief."},
+                                     {"role": "user", "content": "Name a colour"}]):
+        judge = _api_judge(protocol=protocol)
+        judge._backend = fake = FakeBackend(lambda m: Reply("[[A]]" if "mt" in protocol
+                                                            else "m"))
+        judge.judge_pairs([(prompt, "blue", "red, a warm colour")])
+        judged[isinstance(prompt, str)] = fake.calls[0]["requests"]
+    assert judged[True] == judged[False]
+
+
 class _TwoTurnTask:
     """A task with two-turn prompts: the prompt holds both questions, an answer both turns."""
 
@@ -389,15 +433,23 @@ class _TwoTurnTask:
         return prompt.split(self.SEP), answer.split(self.SEP)
 
 
-def test_multi_turn_is_refused_without_turns():
-    with pytest.raises(InputError, match="two-turn conversations") as err:
-        _api_judge(protocol="mt_bench_pair_multi_turn")
-    assert "\n" not in str(err.value) and "mt_bench_pair" in str(err.value)
+def test_multi_turn_needs_turns_from_the_prompt_or_the_task():
+    judge = _api_judge(protocol="mt_bench_pair_multi_turn")
+    problem = judge.prompt_problem("Plan a trip")
+    assert "one turn of text" in problem and "mt_bench_pair" in problem and "\n" not in problem
+    ((p, info),) = judge.judge_pairs([("Plan a trip", "a", "b")])  # no call is made
+    assert p is None and info["calls"] == 0 and "one turn of text" in info["error"]
 
     class Sentiment:
         name = "sentiment"
-    with pytest.raises(InputError, match="task 'sentiment' has no turns"):
-        LLMJudge(Sentiment(), backend="openai", model="m", protocol="mt_bench_pair_multi_turn")
+    judge = LLMJudge(Sentiment(), backend="openai", model="m", protocol="mt_bench_pair_multi_turn")
+    assert "task 'sentiment' has no conversation_turns" in judge.prompt_problem("Plan a trip")
+    assert judge.prompt_problem(CONVERSATION) is None  # a conversation brings its own turns
+    three = [*CONVERSATION, {"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]
+    assert "3 user turns" in judge.prompt_problem(three)
+    single = _api_judge(protocol="mt_bench_pair")
+    assert single.prompt_problem(CONVERSATION).startswith("is a conversation of 2 user turns")
+    assert single.prompt_problem(CONVERSATION[:1]) is None
     # a conversation with three turns fails that judgment only (FastChat skips it)
     task = _TwoTurnTask()
     judge = LLMJudge(task, backend="openai", model="judge-model",

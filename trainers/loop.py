@@ -9,10 +9,12 @@ resumed run takes exactly the same path as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from trainers.logprobs import batched_completion_logps
 from trainers.losses import PreferenceLoss
 from trainers.objectives import make_objective
 from trainers.regularizers import KLTerm
-from trainers.tokenize import encode
+from trainers.tokenize import Truncation, encode
 
 
 @dataclass
@@ -42,7 +44,7 @@ class TrainJob:
     add_eos: bool = True               # completions end with EOS (see TaskAssets.completion_eos)
 
 
-def compute_reference_logps(reference_dir: Path, pairs: list[dict[str, Any]], max_length: int,
+def compute_reference_logps(reference_dir: Path, pairs: list[dict[str, Any]], max_length: int | Truncation,
                             add_eos: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probs of chosen and rejected completions under the reference, once.
 
@@ -70,11 +72,10 @@ def _latest_checkpoint(work_dir: Path) -> Path | None:
 
 def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True):
     """Train a policy initialised from the reference; returns (model, tokenizer, history)."""
-    from accelerate import Accelerator
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cfg = job.training
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator(cfg.precision)
     torch.manual_seed(job.seed)
     tok = AutoTokenizer.from_pretrained(job.reference_dir, local_files_only=True)
 
@@ -84,6 +85,9 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
 
     model = load()
     model.train()
+    if cfg.gradient_checkpointing:  # non-reentrant: exact gradients, works with autocast
+        model.config.use_cache = False
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     # A second resident model only where the objective or the KL log needs it.
     reference = None
     needs_token_kl = getattr(loss_fn, "requires_token_kl", False)  # TDPO's per-token KL
@@ -91,16 +95,14 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
         reference = load().to(accelerator.device).eval().requires_grad_(False)
 
     # Built before any checkpoint is loaded: the untrained policy is the reference here.
-    objective = make_objective(loss_fn, tok, job.pairs, job.ref_logps, cfg.max_length,
+    objective = make_objective(loss_fn, tok, job.pairs, job.ref_logps, cfg.truncation(),
                                job.add_eos, reference=reference, initial_model=model,
                                seed=seed_from(job.seed, "mismatch"))
     n = objective.n
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
-                                  weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0)
+    optimizer = make_optimizer(cfg, model.parameters())
+    scheduler = make_scheduler(cfg, optimizer, total)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     reg = loss_fn.regularizer
     reg_term = kl_log = None
@@ -123,16 +125,13 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
             seed_from(job.seed, "epoch", epoch)))
         idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
         idx = idx[accelerator.process_index::accelerator.num_processes]
-        out, seq = objective(model, idx, accelerator.device)
-        loss = out.losses.mean()
-        metrics = {k: float(v) for k, v in out.metrics.items()}
-        metrics["entropy"] = float(seq.token_entropy)
-        if reg_term is not None:
-            kl = reg_term(model, step, accelerator.unwrap_model(model))
-            loss = loss + reg.weight * kl
-            metrics["kl"] = float(kl.detach())
-        metrics["loss"] = float(loss.detach())
-        accelerator.backward(loss)
+        extra = None
+        if reg_term is not None:  # once per optimizer step, whatever the micro-batches
+            def extra(step=step):
+                kl = reg_term(model, step, accelerator.unwrap_model(model))
+                return reg.weight * kl, {"kl": float(kl.detach())}
+        metrics = _accumulate(objective, model, idx, cfg.gradient_accumulation_steps,
+                              accelerator, extra)
         if cfg.max_grad_norm is not None:
             metrics["grad_norm"] = float(accelerator.clip_grad_norm_(model.parameters(),
                                                                      cfg.max_grad_norm))
@@ -157,6 +156,96 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
             _save_checkpoint(accelerator, job.work_dir, step + 1, history, window)
     bar.close()
     return accelerator.unwrap_model(model), tok, history
+
+
+PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # ours -> Accelerate's
+
+
+def make_accelerator(precision: str = "fp32"):
+    """Accelerate with the spec's mixed precision: the prepared model's forward runs under
+    autocast (bf16 also on a CPU), its weights, gradients and optimizer state stay fp32;
+    fp16 adds Accelerate's loss scaling and needs CUDA."""
+    from accelerate import Accelerator
+
+    from harness.errors import InputError
+
+    cuda = torch.cuda.is_available()
+    if precision == "fp16" and not cuda:
+        raise InputError("training.precision fp16 needs a CUDA GPU (its loss scaling is CUDA's); "
+                         "on a CPU use bf16", field="training.precision")
+    # Accelerate keeps one AcceleratorState per process and refuses a second precision in
+    # it; each run sets its own (the distributed PartialState is kept).
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    return Accelerator(cpu=not cuda, mixed_precision=PRECISIONS[precision])
+
+
+def make_optimizer(cfg: TrainingSpec, params) -> torch.optim.Optimizer:
+    """The spec's torch.optim optimizer at its learning rate and weight decay."""
+    kinds = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD,
+             "adafactor": torch.optim.Adafactor}
+    return kinds[cfg.optimizer](params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(cfg: TrainingSpec, optimizer, total_steps: int):
+    """The learning-rate schedule. `constant` is ours: warm-up reaches lr/w on the first
+    step (no step at lr 0), then lr; `linear` and `cosine` are transformers' schedules,
+    which TRL uses, warm-up from 0 included."""
+    if cfg.lr_scheduler == "constant":
+        w = cfg.warmup_steps
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: min(1.0, (s + 1) / w) if w else 1.0)
+    from transformers import get_scheduler
+
+    return get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps,
+                         num_training_steps=total_steps)
+
+
+def _accumulate(objective, model, idx: torch.Tensor, steps: int, accelerator,
+                extra: Callable[[], tuple[torch.Tensor, dict[str, float]]] | None = None
+                ) -> dict[str, float]:
+    """Forward and backward `idx` in `steps` micro-batches, each mean loss weighted by its
+    share of the rows, so the gradient is the whole batch's mean-loss gradient. `extra`
+    (SPO's KL term) is added once, to the last micro-batch's loss. The metrics are combined
+    the same way: rows weight the loss's batch means (exact for means over all rows; KTO's
+    per-class means are weighted by rows too), completion tokens weight the entropy.
+    One micro-batch is exactly the plain step (same operations, same numbers)."""
+    parts = [p for p in torch.tensor_split(idx, min(steps, max(1, len(idx)))) if len(p)]
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    tokens = entropy = loss_sum = 0.0
+    extra_metrics: dict[str, float] = {}
+    extra_value = 0.0
+    for i, part in enumerate(parts):
+        share = len(part) / len(idx)
+        last = i == len(parts) - 1
+        # data-parallel processes all-reduce the gradients once, after the last micro-batch
+        with contextlib.nullcontext() if last else accelerator.no_sync(model):
+            out, seq = objective(model, part, accelerator.device)
+            loss = out.losses.mean()
+            total = loss if len(parts) == 1 else loss * share
+            if last and extra is not None:
+                term, extra_metrics = extra()
+                total = total + term
+                extra_value = float(term.detach())
+            accelerator.backward(total)
+        if len(parts) == 1:
+            metrics = {k: float(v) for k, v in out.metrics.items()}
+            metrics["entropy"] = float(seq.token_entropy)
+            return {**metrics, **extra_metrics, "loss": float(total.detach())}
+        for k, v in ((k, float(v)) for k, v in out.metrics.items()):
+            weights.setdefault(k, 0.0)
+            sums.setdefault(k, 0.0)
+            if not math.isnan(v):  # KTO's class means are NaN on a micro-batch without one
+                sums[k] += v * share
+                weights[k] += share
+        loss_sum += float(loss.detach()) * share
+        n_tok = float(seq.lengths.sum())
+        tokens, entropy = tokens + n_tok, entropy + float(seq.token_entropy) * n_tok
+    metrics = {k: sums[k] / weights[k] if weights[k] else math.nan for k in sums}
+    metrics["entropy"] = entropy / tokens if tokens else 0.0
+    return {**metrics, **extra_metrics, "loss": loss_sum + extra_value}
 
 
 def _resume(accelerator, work_dir: Path) -> tuple[int, list[dict], list[dict]]:

@@ -12,14 +12,14 @@ import torch
 
 from trainers.logprobs import SequenceLogps, completion_logps, reference_token_kl
 from trainers.losses import LossOutput, PreferenceLoss
-from trainers.tokenize import Encoded, encode, pad_batch
+from trainers.tokenize import Encoded, Truncation, encode, pad_batch
 
 
 class PairedObjective:
     """Chosen and rejected completions in one concatenated forward (TRL's layout)."""
 
     def __init__(self, loss_fn: PreferenceLoss, tokenizer, pairs: list[dict[str, Any]],
-                 ref_logps: tuple[torch.Tensor, torch.Tensor], max_length: int, add_eos: bool,
+                 ref_logps: tuple[torch.Tensor, torch.Tensor], max_length: int | Truncation, add_eos: bool,
                  reference=None) -> None:
         self.loss_fn, self.tok, self.reference = loss_fn, tokenizer, reference
         self.chosen = [encode(tokenizer, r["prompt"], r["chosen"], max_length, add_eos)
@@ -75,7 +75,7 @@ class UnpairedObjective:
     """
 
     def __init__(self, loss_fn: PreferenceLoss, tokenizer, pairs: list[dict[str, Any]],
-                 ref_logps: tuple[torch.Tensor, torch.Tensor], max_length: int, add_eos: bool,
+                 ref_logps: tuple[torch.Tensor, torch.Tensor], max_length: int | Truncation, add_eos: bool,
                  initial_model, seed: int) -> None:
         from trainers.logprobs import batched_completion_logps
 
@@ -112,7 +112,7 @@ class UnpairedObjective:
         return out, seq
 
 
-def make_objective(loss_fn: PreferenceLoss, tokenizer, pairs, ref_logps, max_length: int,
+def make_objective(loss_fn: PreferenceLoss, tokenizer, pairs, ref_logps, max_length: int | Truncation,
                    add_eos: bool, *, reference=None, initial_model=None, seed: int = 0):
     if pairs and "responses" in pairs[0]:
         return ListObjective(loss_fn, tokenizer, pairs, max_length, add_eos)
@@ -129,7 +129,7 @@ class ListObjective:
     """Ranked lists or best-of-n sets, sorted best -> worst: the Plackett-Luce form of SPO."""
 
     def __init__(self, loss_fn: PreferenceLoss, tokenizer, rows: list[dict[str, Any]],
-                 max_length: int, add_eos: bool) -> None:
+                 max_length: int | Truncation, add_eos: bool) -> None:
         if not hasattr(loss_fn, "list_loss"):
             raise ValueError(f"{loss_fn.name} takes pairs; ranked and best-of-n lists are "
                              "supported by spo")

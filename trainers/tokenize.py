@@ -13,18 +13,80 @@ class Encoded:
     completion_ids: list[int]
 
 
-def encode(tokenizer, prompt: str | list[dict], completion: str, max_length: int,
+TRUNCATION_MODES = ("keep_completion", "keep_start", "keep_end")
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """How a prompt + completion is cut to `max_length` tokens.
+
+    - `keep_completion` (ours, the default): the completion is kept (up to max_length - 1
+      tokens) and the prompt is cut from the left, so the tokens nearest the answer stay;
+    - `keep_start` / `keep_end`: TRL's `DataCollatorForPreference`, on the whole sequence:
+      its first / last `max_length` tokens. With `keep_start` a prompt that fills
+      max_length leaves no completion token (TRL drops such rows; `encode` refuses them).
+    `max_prompt_length` first cuts the prompt to its last N tokens (TRL < 0.20's option).
+    """
+
+    max_length: int
+    mode: str = "keep_completion"
+    max_prompt_length: int | None = None
+
+    def key(self) -> dict | int:
+        """What enters content keys: the bare max_length for the default, so keys made
+        before truncation modes existed stay as they were."""
+        if self.mode == "keep_completion" and self.max_prompt_length is None:
+            return self.max_length
+        return {"max_length": self.max_length, "mode": self.mode,
+                "max_prompt_length": self.max_prompt_length}
+
+
+def as_truncation(value: int | Truncation) -> Truncation:
+    return value if isinstance(value, Truncation) else Truncation(value)
+
+
+def truncate(prompt_ids: list[int], completion_ids: list[int],
+             cut: int | Truncation) -> Encoded:
+    """The two parts of one sequence cut as `cut` says (see `Truncation`)."""
+    cut = as_truncation(cut)
+    if cut.max_prompt_length is not None:
+        prompt_ids = prompt_ids[max(0, len(prompt_ids) - cut.max_prompt_length):]
+    n = cut.max_length
+    if cut.mode == "keep_completion":
+        completion_ids = completion_ids[:n - 1]
+        keep = n - len(completion_ids)
+        if len(prompt_ids) > keep:
+            prompt_ids = prompt_ids[len(prompt_ids) - keep:]
+    elif cut.mode == "keep_start":
+        if len(prompt_ids) >= n:
+            raise ValueError(f"the prompt alone has {len(prompt_ids)} tokens, and "
+                             f"truncation_mode keep_start keeps the first {n} (max_length): no "
+                             "completion token would be left (raise max_length, or use "
+                             "keep_end or keep_completion)")
+        completion_ids = completion_ids[:n - len(prompt_ids)]
+    elif cut.mode == "keep_end":
+        over = len(prompt_ids) + len(completion_ids) - n
+        if over > 0:
+            dropped = min(over, len(prompt_ids))
+            prompt_ids = prompt_ids[dropped:]
+            completion_ids = completion_ids[over - dropped:]
+            if not prompt_ids:  # the kept sequence's first token is context, never scored
+                prompt_ids, completion_ids = completion_ids[:1], completion_ids[1:]
+    else:
+        raise ValueError(f"unknown truncation mode {cut.mode!r}; one of "
+                         f"{', '.join(TRUNCATION_MODES)}")
+    return Encoded(prompt_ids, completion_ids)
+
+
+def encode(tokenizer, prompt: str | list[dict], completion: str, max_length: int | Truncation,
            add_eos: bool = True) -> Encoded:
-    """Prompt (see `encode_prompt`), then completion (+ EOS); the prompt is cut from the left."""
+    """Prompt (see `encode_prompt`), then completion (+ EOS), cut to `max_length` (an int:
+    the prompt is cut from the left; a `Truncation`: as it says)."""
     prompt_ids = encode_prompt(tokenizer, prompt)
     completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
     if add_eos:
         completion_ids = completion_ids + [tokenizer.eos_token_id]
-    completion_ids = completion_ids[:max_length - 1]
-    keep = max_length - len(completion_ids)
-    if len(prompt_ids) > keep:
-        prompt_ids = prompt_ids[len(prompt_ids) - keep:]
-    return Encoded(prompt_ids, completion_ids)
+    return truncate(prompt_ids, completion_ids, max_length)
 
 
 def uses_chat_template(tokenizer) -> bool:

@@ -19,8 +19,12 @@ from harness.store import Store
 
 @dataclass
 class Prompt:
+    """A held-out prompt: text, or a conversation (messages {"role", "content"} ending with
+    the user turn to answer; the chat template renders it, and judges read its earlier
+    turns as the history). Units are keyed by its content either way."""
+
     id: str
-    text: str
+    text: str | list[dict[str, str]]
 
 
 @dataclass
@@ -52,6 +56,9 @@ class Task(ABC):
         self.base_model_dir: Path | None = None
         # Progress bars of the task's own long work (its SFT); the pipeline sets it.
         self.show_progress = True
+        # True when the spec's data.train replaces the task's pairs (set before `prepare`):
+        # a task whose pairs cost work (sampling) may then skip making them.
+        self.pairs_given = False
 
     @abstractmethod
     def prepare(self, progress: Progress) -> TaskAssets:

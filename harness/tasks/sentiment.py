@@ -126,9 +126,17 @@ class SentimentTask(Task):
 
         pair_opts = {k: getattr(o, k) for k in ("candidates_per_prompt", "completion_tokens",
                                                 "labels", "bt_scale")}
+        if self.base_model_dir is not None:
+            # the tiny reference's key holds the prompt split already; a base model's does
+            # not, and its pairs come from the split's training prompts
+            pair_opts["split"] = {k: model_opts[k] for k in (
+                "prompt_words", "seed", "n_eval_prompts", "n_reg_prompts", "n_train_prompts")}
         pairs_key = content_hash({"task": "sentiment", "pairs": pair_opts, "reference": ref_key})
         found = self.store.get_artifact(pairs_key)
-        if found is None:
+        if self.pairs_given:  # the spec's data.train replaces them: sample none
+            pairs = []
+            progress("pairs", False)
+        elif found is None:
             pairs = self._build_pairs(path, [self._split_line(s)[0] for s in splits["train"]])
             staging = self.store.staging_dir("pairs", pairs_key)
             import json

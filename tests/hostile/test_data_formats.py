@@ -76,8 +76,12 @@ CASES = {
                                                      "scores": [1.0]}], 1, "responses",
                            "at least two"),
     "disk-eval-multi-turn": ("disk", "eval_prompts", [
-        {"prompt": [_msg("user", "a")]}, {"prompt": [_msg("system"), _msg("user")]}], 1,
-        "prompt", "one user turn"),
+        {"prompt": [_msg("user", "a")]}, {"prompt": [_msg("user"), _msg("user")]}], 1,
+        "prompt", "alternates user and assistant turns"),
+    "parquet-eval-ends-with-assistant": ("parquet", "eval_prompts", [
+        {"prompt": [_msg("user", "a")]}, {"prompt": [_msg("user"), _msg("assistant")]}], 1,
+        "prompt",
+        "ends with a user turn"),
     "disk-completion-from-user": ("disk", "train", [CHAT, {**CHAT, "chosen": [_msg("user")]}],
                                   1, "chosen", "final assistant"),
     "disk-reg-duplicate-text": ("disk", "reg_prompts", [{"prompt": "a"}, {"prompt": "a"}], 1,

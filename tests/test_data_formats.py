@@ -244,6 +244,57 @@ def test_a_hub_id_is_never_downloaded(tmp_path, monkeypatch):
     assert "\n" not in msg
 
 
+# A hub dataset as `load_dataset("org/name")` leaves it in the datasets cache after a
+# download: HF_DATASETS_CACHE/org___name/default/0.0.0/<hash>/name-<split>.arrow plus its
+# dataset_info.json. Made here with datasets' own Json builder, then moved to that layout.
+CACHE_A_HUB_DATASET = """
+import json, sys
+from pathlib import Path
+from datasets.packaged_modules.json.json import Json
+rows, org, name = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+b = Json(dataset_name=f"{org}___{name}", data_files={"train": str(rows)}, hash="0123abcd")
+b.download_and_prepare()
+for f in Path(b.cache_dir).glob(f"{org}___{name}-*.arrow"):
+    f.rename(f.with_name(f.name.replace(f"{org}___{name}", name)))
+config = Path(b.cache_dir).parents[1]
+config.rename(config.parent / "default")
+"""
+
+READ_A_HUB_ID = """
+import json, sys
+from harness.data import load_train
+loaded = load_train(sys.argv[1], split="train")
+print(json.dumps({"name": loaded.name, "kind": loaded.kind, "rows": loaded.rows,
+                  "where": [w.describe() for w in loaded.where]}))
+"""
+
+
+def test_a_hub_id_in_the_local_cache_loads_offline(tmp_path):
+    """Offline (the tests' environment, and forced for the call anyway), a hub id that a
+    past `load_dataset` cached is read from the cache, to the rows the same file gives."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    rows = write(PAIRS, "jsonl", tmp_path)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    env.pop("HF_DATASETS_CACHE", None)
+    subprocess.run([sys.executable, "-c", CACHE_A_HUB_DATASET, str(rows), "someorg", "prefs"],
+                   env=env, check=True, capture_output=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", READ_A_HUB_ID, "someorg/prefs"], env=env,
+                         check=True, capture_output=True, text=True, timeout=120)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["name"] == "someorg/prefs" and got["kind"] == "pair"
+    assert got["rows"] == load_train(rows).rows and got["where"][0] == "row 0"
+    # another id is not in that cache: one line, nothing fetched
+    missing = subprocess.run([sys.executable, "-c", READ_A_HUB_ID, "someorg/other"], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and "never downloaded" in missing.stderr
+
+
 def test_distinct_prompts_and_method_kinds():
     assert distinct_prompts([{"prompt": "b"}, {"prompt": "a"}, {"prompt": "b"}]) == ["a", "b"]
     chat = [{"prompt": [{"role": "user", "content": "x"}]}] * 2

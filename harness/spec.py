@@ -78,7 +78,20 @@ class MethodSpec:
 
 
 SCALE_SETTINGS = ("precision", "gradient_accumulation_steps", "gradient_checkpointing",
-                  "lr_scheduler", "optimizer", "truncation_mode", "max_prompt_length")
+                  "lr_scheduler", "optimizer", "truncation_mode", "max_prompt_length", "peft")
+
+
+@dataclass
+class PeftSpec:
+    """LoRA adapters (PEFT's LoraConfig): only they train; the reference is the same model
+    with its adapters disabled, and a checkpoint is an adapter folder."""
+
+    r: int = _f(16, help="LoRA rank", ge=1)
+    lora_alpha: float = _f(32.0, help="LoRA scaling numerator (the update is alpha / r * BA)",
+                           gt=0)
+    lora_dropout: float = _f(0.0, help="dropout on the LoRA input, in [0, 1)", ge=0, lt=1)
+    target_modules: list[str] | None = _f(None, help="module names to adapt, e.g. [q_proj, "
+                                          "v_proj]; null = PEFT's default for the architecture")
 
 
 @dataclass
@@ -115,6 +128,8 @@ class TrainingSpec:
         "(prompt cut from the left) or TRL's keep_start / keep_end of the whole sequence")
     max_prompt_length: int | None = _f(None, help="cut prompts to their last N tokens first; "
                                        "null = no limit", ge=1)
+    peft: PeftSpec | None = _f(None, help="train LoRA adapters instead of every weight "
+                               "(README \"Scaling up\"); null = full fine-tuning")
 
     def key(self) -> dict[str, Any]:
         """The settings as the run's content key holds them: the scale settings only where

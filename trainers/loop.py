@@ -88,11 +88,15 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
     if cfg.gradient_checkpointing:  # non-reentrant: exact gradients, works with autocast
         model.config.use_cache = False
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    # A second resident model only where the objective or the KL log needs it.
+    if cfg.peft is not None:
+        model = add_lora(model, cfg.peft)
+    # A reference model only where the objective or the KL log needs it: with LoRA the
+    # policy itself with its adapters disabled (no second copy, as TRL does), else a copy.
     reference = None
     needs_token_kl = getattr(loss_fn, "requires_token_kl", False)  # TDPO's per-token KL
     if loss_fn.regularizer is not None or cfg.kl_log_prompts > 0 or needs_token_kl:
-        reference = load().to(accelerator.device).eval().requires_grad_(False)
+        reference = (AdaptersDisabled(model) if cfg.peft is not None else
+                     load().to(accelerator.device).eval().requires_grad_(False))
 
     # Built before any checkpoint is loaded: the untrained policy is the reference here.
     objective = make_objective(loss_fn, tok, job.pairs, job.ref_logps, cfg.truncation(),
@@ -101,7 +105,7 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
     n = objective.n
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
-    optimizer = make_optimizer(cfg, model.parameters())
+    optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     scheduler = make_scheduler(cfg, optimizer, total)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     reg = loss_fn.regularizer
@@ -156,6 +160,56 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
             _save_checkpoint(accelerator, job.work_dir, step + 1, history, window)
     bar.close()
     return accelerator.unwrap_model(model), tok, history
+
+
+def add_lora(model, peft_spec) -> Any:
+    """The model with LoRA adapters (PEFT): only the adapters require gradients. B starts
+    at zero, so the untrained policy is exactly the model."""
+    from peft import LoraConfig, get_peft_model
+
+    from harness.errors import InputError
+
+    config = LoraConfig(r=peft_spec.r, lora_alpha=peft_spec.lora_alpha,
+                        lora_dropout=peft_spec.lora_dropout,
+                        target_modules=peft_spec.target_modules, task_type="CAUSAL_LM")
+    linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                     if isinstance(m, torch.nn.Linear)})
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:  # PEFT's NoMatchingPeftModuleError: no such module
+        raise InputError(f"{str(exc).splitlines()[0]} (this model's linear modules: "
+                         f"{', '.join(linear)})", field="training.peft.target_modules") from None
+
+
+class AdaptersDisabled:
+    """The reference of a LoRA policy: the policy's own forward and `generate` with its
+    adapters switched off (PEFT's `disable_adapter`), without gradients. The frozen base
+    weights are the reference model's, so no second copy is loaded."""
+
+    def __init__(self, peft_model) -> None:
+        self.model = peft_model
+
+    def __call__(self, *args, **kwargs):
+        with torch.no_grad(), self.model.disable_adapter():
+            return self.model(*args, **kwargs)
+
+    def generate(self, *args, **kwargs):
+        with torch.no_grad(), self.model.disable_adapter():
+            return self.model.generate(*args, **kwargs)
+
+    def parameters(self):
+        return self.model.parameters()
+
+    @property
+    def training(self) -> bool:
+        return self.model.training
+
+    def train(self, mode: bool = True):
+        self.model.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
 
 
 PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # ours -> Accelerate's

@@ -21,6 +21,10 @@ LOAD_CASES = {  # --set value -> what the one line names
     "training.optimizer=lion": ("training.optimizer", "lion"),
     "training.truncation_mode=middle": ("training.truncation_mode", "middle"),
     "training.max_prompt_length=0": ("training.max_prompt_length", ">= 1"),
+    "training.peft={r: 0}": ("training.peft.r", ">= 1"),
+    "training.peft={lora_dropout: 1}": ("training.peft.lora_dropout", "[0, 1)"),
+    "training.peft={rank: 8}": ("training.peft", "rank"),
+    "training.peft={target_modules: q_proj}": ("training.peft.target_modules", ""),
 }
 
 
@@ -56,4 +60,13 @@ def test_keep_start_with_a_prompt_that_fills_max_length_names_the_row(tmp_path: 
                    "training.truncation_mode=keep_start", "--set", "training.max_length=2",
                    cwd=tmp_path, contains=("training row 1", "keep_start", "no completion token"))
     assert line.isprintable()
+    assert _runs(results) == 0
+
+
+def test_lora_on_modules_the_model_lacks_names_the_ones_it_has(tmp_path: Path,
+                                                               tiny_spec: Path) -> None:
+    results = tmp_path / "results"
+    refused("train", tiny_spec, "--results-dir", results, "--set",
+            "training.peft={r: 4, target_modules: [nope]}", cwd=tmp_path,
+            contains=("training.peft.target_modules", "nope", "q_proj, up_proj, v_proj"))
     assert _runs(results) == 0

@@ -70,6 +70,11 @@ def _execute(command: str, experiment: str, overrides: tuple[str, ...], results_
              quiet: bool) -> None:
     _log_notices()
     try:
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+            # every process would open, lock and write the one store: not yet (issue 11)
+            raise InputError("the CLI runs as one process; under `accelerate launch` with "
+                             "several, train through trainers.loop.train (data parallel: "
+                             "README 'Scaling up')")
         _run_stages(command, experiment, overrides, results_dir, quiet)
     except InputError as exc:
         fail(f"error: {exc}", 2)

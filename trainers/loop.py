@@ -142,6 +142,8 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if accelerator.num_processes > 1:  # each process saw its shard: the batch's mean
+            metrics = _mean_over_processes(accelerator, metrics)
         window.append(metrics)
 
         last = step + 1 == total
@@ -319,15 +321,35 @@ def _nanmean(values: list[float]) -> float | None:
     return sum(kept) / len(kept) if kept else None
 
 
+def _mean_over_processes(accelerator, metrics: dict[str, float]) -> dict[str, float]:
+    """Per-process metrics (means over each shard of the batch) as the whole batch's means
+    (equal shards: the mean of the shard means; a NaN shard mean is left out)."""
+    keys = sorted(metrics)
+    local = torch.tensor([[metrics[k] for k in keys]], dtype=torch.float64,
+                         device=accelerator.device)
+    every = accelerator.gather(local)  # [processes, metrics]
+    finite = ~torch.isnan(every)
+    means = torch.where(finite, every, 0).sum(0) / finite.sum(0)
+    return {k: float(means[keys.index(k)]) for k in metrics}  # in the loop's key order
+
+
 def _save_checkpoint(accelerator, work_dir: Path, step: int, history: list[dict],
                      window: list[dict]) -> None:
-    work_dir.mkdir(parents=True, exist_ok=True)
+    """Every process saves its part of the Accelerate state (its RNG) into one folder; the
+    main process alone writes the trainer state and renames the folder into place."""
     tmp = work_dir / f".tmp-step-{step:07d}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    if accelerator.is_main_process:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
     # Accelerate warns that the tied lm_head is dropped from the file: it is re-tied on load.
     logging.getLogger("accelerate").setLevel(logging.ERROR)
     accelerator.save_state(str(tmp))
-    (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "history": history, "window": window}))
-    tmp.rename(work_dir / f"step-{step:07d}")
-    for old in sorted(work_dir.glob("step-*"))[:-1]:
-        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / "trainer_state.json").write_text(
+            json.dumps({"step": step, "history": history, "window": window}))
+        tmp.rename(work_dir / f"step-{step:07d}")
+        for old in sorted(work_dir.glob("step-*"))[:-1]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()

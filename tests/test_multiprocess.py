@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 from harness.tasks.tiny_models import save_model, tiny_llama, word_tokenizer
 from tests.conftest import REPO
 
-SCRIPT = REPO / "tests" / "multiprocess" / "train_script.py"
+SCRIPT = REPO / "tests" / "ddp_train_script.py"
 WORDS = [f"w{i}" for i in range(24)]
 
 

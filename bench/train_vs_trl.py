@@ -22,6 +22,12 @@ its VmHWM over setup and `--mem-steps` steps. The last line is `speed_ratio=X`, 
 TRL (precomputed reference) step time over ours: X > 1 means ours is faster.
 
     .venv/bin/python bench/train_vs_trl.py [--steps 96] [--block 4] [--threads N]
+        [--configs fp32,bf16,bf16-gc,lora16,accum4]
+
+Configurations (CONFIGS): fp32; bf16 (mixed precision, both sides); bf16 + gradient
+checkpointing; LoRA r=16 (ours: training.peft; TRL: peft_config); gradient accumulation 4
+(4 micro-batches of 2 per step of 8). One `speed_ratio_<config>=X` line each, then
+`speed_ratio=X` for fp32.
 
 Our loop runs whole epochs, so it takes `--steps` rounded up to a multiple of 8.
 """
@@ -54,6 +60,19 @@ warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category
 REPO = Path(__file__).resolve().parent.parent
 VARIANTS = ("ours", "trl-pre", "trl-ref")
 N_PAIRS, BATCH, MAX_LENGTH, LR, BETA = 64, 8, 128, 1e-4, 0.1
+# Each configuration sets the same thing on both sides: our training spec, TRL's DPOConfig
+# (and, for LoRA, the PEFT config TRL takes). accum4 is 4 micro-batches of 2 pairs per
+# optimizer step of 8 on both sides (TRL: per-device batch 2, accumulation 4).
+LORA = {"r": 16, "lora_alpha": 32.0, "lora_dropout": 0.0, "target_modules": None}
+CONFIGS: dict[str, tuple[dict, dict]] = {
+    "fp32": ({}, {}),
+    "bf16": ({"precision": "bf16"}, {"bf16": True}),
+    "bf16-gc": ({"precision": "bf16", "gradient_checkpointing": True},
+                {"bf16": True, "gradient_checkpointing": True}),
+    "lora16": ({"peft": LORA}, {}),
+    "accum4": ({"gradient_accumulation_steps": 4},
+               {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4}),
+}
 
 
 # ----------------------------------------------------------------------------- setup
@@ -121,19 +140,21 @@ def _vm(field: str) -> float:
     return float("nan")
 
 
-def make_runner(variant: str, folder: Path, steps: int, info: dict):
+def make_runner(variant: str, folder: Path, steps: int, info: dict, config: str = "fp32"):
     """Set a variant up (untimed: model load, tokenization, reference log-probs) and
     return a function that runs its training steps."""
     pairs = json.loads((folder / "pairs.json").read_text())
     model_dir = folder / "model"
+    ours, theirs = CONFIGS[config]
     if variant == "ours":
-        from harness.spec import TrainingSpec
+        from harness.spec import PeftSpec, TrainingSpec
         from trainers.loop import TrainJob, compute_reference_logps, train
         from trainers.losses import get_loss
 
+        settings = {**ours, **({"peft": PeftSpec(**ours["peft"])} if "peft" in ours else {})}
         spec = TrainingSpec(epochs=-(-steps * BATCH // N_PAIRS), batch_size=BATCH,
                             learning_rate=LR, max_length=MAX_LENGTH, save_every=10**9,
-                            log_every=10**9, kl_log_prompts=0)
+                            log_every=10**9, kl_log_prompts=0, **settings)
         job = TrainJob(label="bench", seed=0, reference_dir=model_dir, pairs=pairs,
                        reg_prompts=[], training=spec,
                        work_dir=folder / f"work-{os.getpid()}-{variant}",
@@ -147,13 +168,20 @@ def make_runner(variant: str, folder: Path, steps: int, info: dict):
     from trl import DPOConfig, DPOTrainer
 
     tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    args = DPOConfig(output_dir=str(folder / f"trl-{os.getpid()}-{variant}"), bf16=False,
-                     gradient_checkpointing=False, report_to=[], save_strategy="no",
-                     disable_tqdm=True, learning_rate=LR, beta=BETA, max_steps=steps,
-                     per_device_train_batch_size=BATCH, max_length=MAX_LENGTH,
-                     dataloader_pin_memory=False, precompute_ref_log_probs=variant == "trl-pre")
+    options = {"bf16": False, "gradient_checkpointing": False,
+               "per_device_train_batch_size": BATCH, **theirs}
+    args = DPOConfig(output_dir=str(folder / f"trl-{os.getpid()}-{variant}-{config}"),
+                     report_to=[], save_strategy="no", disable_tqdm=True, learning_rate=LR,
+                     beta=BETA, max_steps=steps, max_length=MAX_LENGTH,
+                     dataloader_pin_memory=False, precompute_ref_log_probs=variant == "trl-pre",
+                     **options)
+    peft_config = None
+    if "peft" in ours:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(**LORA, task_type="CAUSAL_LM")
     trainer = DPOTrainer(str(model_dir), args=args, train_dataset=Dataset.from_list(pairs),
-                         processing_class=tok)
+                         processing_class=tok, peft_config=peft_config)
     trainer.remove_callback(PrinterCallback)
     ds = trainer.train_dataset
     info["trl_tokens"] = sum(2 * len(p) + len(c) + len(r) for p, c, r in
@@ -223,14 +251,15 @@ class TurnTaker:
             raise RuntimeError(f"{errors[0][0]} failed") from errors[0][1]
 
 
-def memory_worker(variant: str, folder: Path, steps: int, threads: int | None) -> dict:
+def memory_worker(variant: str, folder: Path, steps: int, threads: int | None,
+                  config: str = "fp32") -> dict:
     """One variant alone in this process: its peak RSS (VmHWM) over setup and training."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
     info: dict = {"variant": variant}
-    run = make_runner(variant, folder, steps, info)
+    run = make_runner(variant, folder, steps, info, config)
     info["rss_before_train_gib"] = _vm("VmRSS")
     run()
     info["peak_rss_gib"] = _vm("VmHWM")
@@ -264,13 +293,20 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=4, help="steps per turn when interleaving")
     ap.add_argument("--mem-steps", type=int, default=16, help="steps per memory subprocess")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--configs", default=",".join(CONFIGS),
+                    help=f"comma-separated configurations, of {', '.join(CONFIGS)}")
     ap.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    ap.add_argument("--config", choices=tuple(CONFIGS), default="fp32", help=argparse.SUPPRESS)
     ap.add_argument("--dir", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print("RESULT " + json.dumps(memory_worker(args.worker, Path(args.dir), args.steps,
-                                                   args.threads)))
+                                                   args.threads, args.config)))
         return
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        sys.exit(f"unknown configurations {unknown}; one of {', '.join(CONFIGS)}")
 
     import torch
 
@@ -282,50 +318,65 @@ def main() -> None:
     print(f"machine: {_machine()}; torch threads {torch.get_num_threads()}; "
           f"load average {os.getloadavg()[0]:.2f} at start")
     print(f"versions: {_versions()}")
-    print(f"model: tiny Llama, {data['params'] / 1e6:.2f}M parameters, fp32, CPU; data: "
+    print(f"model: tiny Llama, {data['params'] / 1e6:.2f}M parameters, CPU; data: "
           f"{N_PAIRS} pairs from {data['source']}, sequences {data['seq_min']}-"
           f"{data['seq_max']} tokens (mean {data['seq_mean']:.0f}); batch {BATCH}, "
           f"max length {MAX_LENGTH}")
+    ratios = {config: _compare(config, folder, data, args) for config in configs}
+    for config, ratio in ratios.items():
+        print(f"speed_ratio_{config}={ratio:.3f}")
+    if "fp32" in ratios:
+        print(f"speed_ratio={ratios['fp32']:.3f}")
 
-    # Peak memory: each variant alone in its own process.
+
+def _compare(config: str, folder: Path, data: dict, args) -> float:
+    """One configuration: each variant's peak memory alone in a subprocess, then the three
+    interleaved in this process; prints the table and returns TRL (precomputed) / ours."""
     memory = {}
     for variant in VARIANTS:
         cmd = [sys.executable, __file__, "--worker", variant, "--dir", str(folder),
-               "--steps", str(args.mem_steps)] + (["--threads", str(args.threads)]
-                                                  if args.threads else [])
+               "--steps", str(args.mem_steps), "--config", config] + (
+                   ["--threads", str(args.threads)] if args.threads else [])
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
         lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
-            sys.exit(f"{variant} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+            sys.exit(f"{config} {variant} failed (exit {proc.returncode}):\n"
+                     f"{proc.stderr[-3000:]}")
         memory[variant] = json.loads(lines[-1][7:])
 
     # Time: all three in this process, taking turns of --block steps.
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
     info: dict = {}
-    runners = {v: make_runner(v, folder, args.steps, info) for v in VARIANTS}
+    runners = {v: make_runner(v, folder, args.steps, info, config) for v in VARIANTS}
     turns = TurnTaker(list(VARIANTS), args.block)
-    register_optimizer_step_post_hook(turns.on_step)
+    handle = register_optimizer_step_post_hook(turns.on_step)
     t0 = time.time()
-    turns.run(runners)
-    print(f"timed: {args.steps} steps per trainer (ours: whole epochs, "
+    try:
+        turns.run(runners)
+    finally:
+        handle.remove()
+    print(f"\n[{config}] timed: {args.steps} steps per trainer (ours: whole epochs, "
           f"{len(turns.stamps['ours'])} steps), interleaved in turns of {args.block} steps, "
           f"{time.time() - t0:.0f} s; load average {os.getloadavg()[0]:.2f} at end")
     print(f"tokens per epoch (chosen + rejected sequences): ours {data['tokens']}, "
           f"TRL {info['trl_tokens']}")
-    print(f"{'variant':9s} {'median s/step':>13s} {'p10-p90 s/step':>16s} {'intervals':>9s} "
-          f"{'peak RSS GiB':>12s} {'RSS before train':>16s}")
+    print(f"{'variant':9s} {'median s/step':>13s} {'p10-p90 s/step':>16s} {'tokens/s':>9s} "
+          f"{'intervals':>9s} {'peak RSS GiB':>12s} {'RSS before train':>16s}")
     med = {}
     for v in VARIANTS:
         steps = sorted(turns.step_s[v])
         med[v] = statistics.median(steps)
         p10, p90 = steps[len(steps) // 10], steps[(9 * len(steps)) // 10]
-        print(f"{v:9s} {med[v]:13.4f} {p10:7.4f}-{p90:.4f} {len(steps):9d} "
-              f"{memory[v]['peak_rss_gib']:12.2f} {memory[v]['rss_before_train_gib']:16.2f}")
+        per_step = data["tokens"] * BATCH / N_PAIRS  # tokens of one step's 8 pairs, average
+        print(f"{v:9s} {med[v]:13.4f} {p10:7.4f}-{p90:.4f} {per_step / med[v]:9.0f} "
+              f"{len(steps):9d} {memory[v]['peak_rss_gib']:12.2f} "
+              f"{memory[v]['rss_before_train_gib']:16.2f}")
     print(f"ratio TRL/ours: trl-pre {med['trl-pre'] / med['ours']:.2f}x, "
-          f"trl-ref {med['trl-ref'] / med['ours']:.2f}x")
-    print(f"speed_ratio={med['trl-pre'] / med['ours']:.3f}")
+          f"trl-ref {med['trl-ref'] / med['ours']:.2f}x; peak memory ours/TRL-pre "
+          f"{memory['ours']['peak_rss_gib'] / memory['trl-pre']['peak_rss_gib']:.2f}")
+    return med["trl-pre"] / med["ours"]
 
 
 if __name__ == "__main__":

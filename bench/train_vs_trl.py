@@ -168,8 +168,12 @@ def make_runner(variant: str, folder: Path, steps: int, info: dict, config: str 
     from trl import DPOConfig, DPOTrainer
 
     tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    import torch
+
     options = {"bf16": False, "gradient_checkpointing": False,
                "per_device_train_batch_size": BATCH, **theirs}
+    if options["bf16"] and not torch.cuda.is_available():
+        options["use_cpu"] = True  # transformers' CPU bf16 autocast needs it said
     args = DPOConfig(output_dir=str(folder / f"trl-{os.getpid()}-{variant}-{config}"),
                      report_to=[], save_strategy="no", disable_tqdm=True, learning_rate=LR,
                      beta=BETA, max_steps=steps, max_length=MAX_LENGTH,

@@ -56,7 +56,21 @@ def fail(message: str, code: int) -> None:
     """Print one redacted line on stderr and exit."""
     line = " ".join(redact(str(message)).split())  # one line, whatever the message holds
     click.echo(line, err=True)
+    if code == 130:
+        # CPython can still end a process whose KeyboardInterrupt was caught by killing it
+        # with SIGINT (exit -2, seen in CI) when the interrupt first surfaced in a nested
+        # interpreter call; every finished unit is committed, so leave at once with 130.
+        _flush_and_exit(130)
     sys.exit(code)
+
+
+def _flush_and_exit(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def _disk_fault(exc: BaseException) -> bool:

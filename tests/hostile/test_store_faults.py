@@ -200,7 +200,9 @@ def test_interrupted_run_prints_one_line_and_resumes(tiny_spec, tmp_path):
     time.sleep(1.0)
     proc.send_signal(2)  # Ctrl-C
     _, err = proc.communicate(timeout=120)
-    if proc.returncode == 0:
+    if proc.returncode == 0 or (proc.returncode == -2 and "interrupted" not in err
+                                and (folder / "run.json").exists()):
+        # done before the interrupt arrived (in interpreter shutdown, Python's own SIGINT)
         pytest.skip("the run finished before the interrupt arrived")
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert proc.returncode == 130 and len(lines) == 1 and "resume" in lines[0], err

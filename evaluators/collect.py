@@ -24,6 +24,9 @@ class ExactPrompt:
     target: np.ndarray | None   # the method's optimal log-probs (None: no closed form)
     prompt: str = ""            # the prompt's text (pairs a model's row with the baseline's)
     outside_reward: float | None = None  # the reward of an answer outside the set, if known
+    # each preference dimension's reward of each answer, in training order (bandit with
+    # dimensions >= 2; harness/dimensions.py); None without dimensions
+    dimension_rewards: dict[str, np.ndarray] | None = None
 
 
 @dataclass
@@ -133,10 +136,15 @@ def collect(units: Units, models: list[Any], baseline_key: str, reference_key: s
         exact = None
         if enumerable:
             loss = get_loss(model.run.method, **model.run.params) if model.run else None
+            if model.run and getattr(model.run, "ssl", None):  # the degree loss moves it
+                loss = None
             exact = _exact(units.exact(model.key, task, eos), ref_exact, task, loss)
         run = model.run
-        out.append(ModelResults(label=model.label, method=run.method if run else "sft",
-                                params=run.params if run else {},
+        ssl = getattr(run, "ssl", None)  # Self-supervised PO: its own method and config
+        out.append(ModelResults(label=model.label,
+                                method=(run.method + ("+ssl" if ssl else "")) if run else "sft",
+                                params=({**run.params, "ssl": ssl} if ssl else run.params)
+                                if run else {},
                                 seed=run.seed if run else None, is_baseline=is_base,
                                 samples=samples, judged=judged, exact=exact))
     return out
@@ -147,13 +155,23 @@ def _exact(own: dict[str, list[float]], ref: dict[str, list[float]], task: Any,
     import torch
 
     rows = []
+    order = getattr(task, "dimension_order", None) or []
+    order = order if set(order) == set(task.dimensions) else task.dimensions
     for prompt, logp in own.items():
         r = np.asarray(task.true_rewards(prompt), dtype=float)
+        by_dim = task.true_dimension_rewards(prompt) if task.dimensions else None
+        by_dim = {d: np.asarray(by_dim[d], dtype=float) for d in order} if by_dim else None
         target = None
         if loss is not None and prompt in ref:
             ref_lp = np.asarray(ref[prompt]) - np.logaddexp.reduce(ref[prompt])
-            t = loss.optimal_logprobs(torch.tensor(r), torch.tensor(ref_lp))
+            if by_dim is None:
+                t = loss.optimal_logprobs(torch.tensor(r), torch.tensor(ref_lp))
+            elif getattr(loss, "dimensional", False):  # SeqPO: [D, K] in training order
+                t = loss.optimal_logprobs(torch.tensor(np.stack(list(by_dim.values()))),
+                                          torch.tensor(ref_lp))
+            else:  # mixed labels of several dimensions: the targets' BT labels do not hold
+                t = None
             target = None if t is None else t.numpy()
         rows.append(ExactPrompt(np.asarray(logp), r, target, prompt,
-                                task.outside_reward(prompt)))
+                                task.outside_reward(prompt), by_dim))
     return rows

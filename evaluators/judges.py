@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from harness.numeric import sigmoid
 from harness.registry import Registry
-from harness.tasks.base import Task
+from harness.tasks.base import Task, options_key
 
 
 class PairwiseJudge(Protocol):
@@ -50,7 +50,7 @@ class OracleBTJudge:
         self.task = task
         self.scale = task.bt_scale if scale is None else float(scale)
         self.fingerprint = {"judge": "oracle-bt", "task": task.name, "scale": self.scale,
-                            "options": vars(task.options)}
+                            "options": options_key(task)}
 
     def judge(self, prompt: str, baseline: list[str], candidate: list[str]) -> list[float | None]:
         rb = self.task.rewards(prompt, baseline)

@@ -223,7 +223,19 @@ def _exact_metrics(exact: list[ExactPrompt]) -> dict[str, float | None]:
     for k in EXACT:
         values = [m[k] for m in per_prompt if m[k] is not None]
         out[k] = float(np.mean(values)) if values else None
+    out.update(_exact_dimension_metrics(exact))
     return out
+
+
+def _exact_dimension_metrics(exact: list[ExactPrompt]) -> dict[str, float]:
+    """Each preference dimension's exact expected reward (renormalised over the answers,
+    as exact_expected_reward), under its scorer's name `oracle.<dimension>`."""
+    from evaluators.exact import normalised
+
+    dims = exact[0].dimension_rewards if exact else None
+    return {f"oracle.{d}:exact_expected_reward": float(np.mean(
+        [normalised(e.logprobs) @ e.dimension_rewards[d] for e in exact]))  # type: ignore[index]
+        for d in dims or {}}
 
 
 # ------------------------------------------------------------------ writing
@@ -301,6 +313,31 @@ def few_prompts_note(records: list[dict[str, Any]]) -> str | None:
             "prompts")
 
 
+def _dimension_table(rows: list[dict[str, Any]]) -> list[str]:
+    """'Per dimension': each preference dimension's mean true reward of the samples ± SE
+    and, on an enumerable task, its exact expected reward (harness/dimensions.py)."""
+    dims = sorted({k.split(":")[0] for r in rows for k in r
+                   if k.startswith("oracle.") and k.endswith(":mean_reward")})
+    if not dims:
+        return []
+    exact = any(r.get(f"{d}:exact_expected_reward") is not None for r in rows for d in dims)
+    head = [f"{d} {kind}" for d in dims for kind in (("mean", "exact") if exact else ("mean",))]
+    lines = ["", "## Per dimension", "", "Each dimension's true reward: mean over the samples "
+             "± prompt-clustered SE" + (", and exact expectation over the answers" if exact
+                                         else "") + ".", "",
+             "| label | " + " | ".join(head) + " |", "|" + "---|" * (1 + len(head))]
+    for r in rows:
+        cells = []
+        for d in dims:
+            v, se = r.get(f"{d}:mean_reward"), r.get(f"{d}:mean_reward_se")
+            cells.append("–" if v is None else f"{v:.4g}"
+                         + (f" ± {se:.2g}" if se is not None else ""))
+            if exact:
+                cells.append(_fmt(r.get(f"{d}:exact_expected_reward")))
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _markdown(rows: list[dict[str, Any]], name: str) -> str:
     exact = any(r.get("exact_entropy") is not None for r in rows)
     primary = rows[0].get("primary_judge") if rows else None
@@ -358,6 +395,7 @@ def _markdown(rows: list[dict[str, Any]], name: str) -> str:
                              + (f" ± {se:.2f}" if se is not None else ""))
                 cells.append(_fmt(r.get(f"{j}:lc_win_rate")))
             lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+    lines += _dimension_table(rows)
     scorers = sorted({k.split(":")[0] for r in rows for k in r if k.endswith(":mean_reward")})
     if len(scorers) > 1:
         lines += ["", "## Every scorer", "", "Mean reward ± prompt-clustered SE.", "",
@@ -369,4 +407,7 @@ def _markdown(rows: list[dict[str, Any]], name: str) -> str:
                 cells.append("–" if v is None else f"{v:.4g}"
                              + (f" ± {se:.2g}" if se is not None else ""))
             lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+    from evaluators.benchmarks import benchmark_markdown  # lm-eval's columns, where present
+
+    lines += benchmark_markdown(rows)
     return "\n".join(lines) + "\n"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Protocol
 
 from harness.registry import Registry
-from harness.tasks.base import Task
+from harness.tasks.base import Task, options_key
 
 
 class Scorer(Protocol):
@@ -26,12 +26,22 @@ SCORERS: Registry[type] = Registry("scorer", "spo_harness.scorers")
 class OracleRewardScorer:
     """The task's true reward (bandit: the hidden table; sentiment: VADER compound)."""
 
-    def __init__(self, task: Task) -> None:
-        self.task = task
+    def __init__(self, task: Task, dimension: str | None = None) -> None:
+        from harness.errors import InputError
+
+        if dimension is not None and dimension not in task.dimensions:
+            raise InputError(f"oracle scorer: task '{task.name}' has no dimension "
+                             f"'{dimension}' (its dimensions: "
+                             f"{', '.join(task.dimensions) or 'none'})")
+        self.task, self.dimension = task, dimension
         self.fingerprint = {"scorer": "oracle", "task": task.name,
-                            "options": vars(task.options)}
+                            "options": options_key(task)}
+        if dimension is not None:  # one dimension's true reward (harness/dimensions.py)
+            self.fingerprint["dimension"] = dimension
 
     def score(self, prompt: str, completions: list[str]) -> list[float]:
+        if self.dimension is not None:
+            return self.task.dimension_rewards(prompt, completions)[self.dimension]
         return self.task.rewards(prompt, completions)
 
 

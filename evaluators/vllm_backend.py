@@ -11,7 +11,11 @@ vLLM is imported inside the class, so this module (and the registry) imports wit
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -94,6 +98,41 @@ class VLLMBackend:
             **kwargs, **(engine_args or {}))
         VLLMBackend._live = self
 
+    @classmethod
+    def colocated(cls, model_dir: str, **options: Any) -> VLLMBackend:
+        """An engine inside this process, for sampling a policy while it trains.
+
+        vLLM's engine core normally runs in a child process, which receives tensors only as
+        serialized lists; in this process (vLLM's InprocClient, as TRL's colocate mode)
+        `load_weights` hands it the policy's tensors directly. Generations stop at the
+        tokenizer's EOS only (`generation_config="vllm"`), as the training loop's own
+        sampling does, and the KV cache is 1 GiB unless `engine_args` says otherwise.
+        """
+        engine_args = {"generation_config": "vllm", "kv_cache_memory_bytes": 1 << 30,
+                       **(options.pop("engine_args", None) or {})}
+        options.setdefault("gpu_memory_utilization", 0.3)  # on a GPU: beside the training
+        with _process_state_kept(in_process=True):
+            backend = cls(model_dir, engine_args=engine_args, **options)
+        backend.in_process = True
+        # Each sync re-creates the rotary layers' caches from the old ones (they have no
+        # weights in a checkpoint) and says so as a warning: a line per step, not a problem.
+        logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(
+            logging.ERROR)
+        return backend
+
+    def load_weights(self, weights: Iterable[tuple[str, Any]]) -> None:
+        """Replace the engine's weights in place with (Hugging Face name, tensor) pairs, as
+        vLLM's `reload_weights` does (it re-runs the per-layer processing, e.g. the CPU's
+        oneDNN packing), then empty the prefix cache: KV blocks cached for a prompt were
+        computed with the old weights and would otherwise be reused."""
+        if not getattr(self, "in_process", False):
+            raise RuntimeError("load_weights needs an engine in this process: build it with "
+                               "VLLMBackend.colocated")
+        with _process_state_kept():
+            self.llm.collective_rpc("reload_weights", kwargs={
+                "weights_iterator": list(weights), "is_checkpoint_format": True})
+            self.llm.reset_prefix_cache()
+
     def close(self) -> None:
         """Stop the engine's processes and free its memory; the backend is unusable after."""
         llm, self.llm = getattr(self, "llm", None), None
@@ -127,7 +166,9 @@ class VLLMBackend:
                                     min_tokens=params.min_new_tokens,
                                     seed=request_seed(seed, r), detokenize=False)
                     for r in requests]
-        outs = self.llm.generate(prompts, sampling, use_tqdm=False, lora_request=self.lora_request)
+        with _process_state_kept() if getattr(self, "in_process", False) else contextlib.nullcontext():
+            outs = self.llm.generate(prompts, sampling, use_tqdm=False,
+                                     lora_request=self.lora_request)
         completions = []
         for out in outs:
             o = out.outputs[0]
@@ -139,6 +180,47 @@ class VLLMBackend:
         return completions
 
     generate = HFBackend.generate  # the same batches, each request seeded by its content
+
+
+@contextlib.contextmanager
+def _process_state_kept(in_process: bool = False) -> Iterator[None]:
+    """Run vLLM without touching what the training around it computes with.
+
+    An engine started in this process seeds Python's, numpy's and torch's global RNGs, cuts
+    torch to one thread and then replaces `torch.set_num_threads` with a no-op (its CPU
+    worker pins threads); all of that is put back. `in_process`: start the engine core
+    here, not in a child (vLLM reads the variable when an engine starts and caches it).
+    """
+    import random
+
+    import numpy as np
+    import torch
+    import vllm.envs
+
+    key = "VLLM_ENABLE_V1_MULTIPROCESSING"
+    old_env = os.environ.get(key)
+    py_rng, np_rng = random.getstate(), np.random.get_state()
+    threads, set_threads = torch.get_num_threads(), torch.set_num_threads
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    uncache = getattr(vllm.envs, "disable_envs_cache", lambda: None)
+    if in_process:
+        os.environ[key] = "0"
+        uncache()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        if in_process:
+            if old_env is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old_env
+            uncache()
+        random.setstate(py_rng)
+        np.random.set_state(np_rng)
+        torch.set_num_threads = set_threads
+        if torch.get_num_threads() != threads:
+            set_threads(threads)
 
 
 def _check_cpu_head_size(model_dir: Path) -> None:

@@ -1,10 +1,15 @@
-"""Command line: `spo-harness run|train|generate|judge|report|compare EXPERIMENT.yaml`.
+"""Command line: `spo-harness run|train|generate|judge|report|compare EXPERIMENT.yaml`,
+and `spo-harness leaderboard DIR [DIR ...]` across experiments.
 
 Heavy libraries are imported inside the commands so that `--help` stays instant.
 Every failure is one line on stderr, with secrets redacted, and an exit code:
 2 bad input (the line names file, line and field), 1 a service that kept failing, a full
 disk or a results folder held by another run, 130 interrupted. Finished units stay in the
 store in every case, so rerunning the same command resumes.
+
+`run` and `train` take `--executor local|ray` (who trains the runs: `harness.executors`);
+under `accelerate launch` with several processes they train each run data parallel, the
+main process alone writing the store (`harness.launch`).
 """
 
 from __future__ import annotations
@@ -17,11 +22,15 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
 from harness.errors import InputError, ServiceError
 from harness.secrets import redact
+
+if TYPE_CHECKING:
+    from harness.executors import Executor
 
 # Nothing is ever fetched from a hub at run time.
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE",
@@ -29,10 +38,10 @@ for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE",
     os.environ.setdefault(_var, "1")
 
 STAGE_STEPS = {
-    "run": ("train", "generate", "score", "judge", "report"),
+    "run": ("train", "generate", "score", "benchmark", "judge", "report"),
     "train": ("train",),
     "generate": ("generate",),
-    "judge": ("score", "judge"),
+    "judge": ("score", "benchmark", "judge"),
     "report": ("report",),
 }
 
@@ -81,15 +90,17 @@ def _disk_fault(exc: BaseException) -> bool:
 
 
 def _execute(command: str, experiment: str, overrides: tuple[str, ...], results_dir: str | None,
-             quiet: bool) -> None:
+             quiet: bool, executor: str = "local", address: str | None = None) -> None:
     _log_notices()
+    from harness.executors import make_executor
+    from harness.launch import Follower
+
+    workers = None
     try:
-        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
-            # every process would open, lock and write the one store: not yet (issue 11)
-            raise InputError("the CLI runs as one process; under `accelerate launch` with "
-                             "several, train through trainers.loop.train (data parallel: "
-                             "README 'Scaling up')")
-        _run_stages(command, experiment, overrides, results_dir, quiet)
+        workers = make_executor(executor, address, show_progress=not quiet)
+        if isinstance(workers, Follower):  # another process of an `accelerate launch`
+            _flush_and_exit(workers.follow())
+        _run_stages(command, experiment, overrides, results_dir, quiet, workers)
     except InputError as exc:
         fail(f"error: {exc}", 2)
     except ServiceError as exc:  # a server that kept failing, a folder held by another run
@@ -105,6 +116,9 @@ def _execute(command: str, experiment: str, overrides: tuple[str, ...], results_
             raise
         fail(f"internal error: {type(exc).__name__}: {exc} (a bug in spo-harness, not in "
              "your input; rerun with SPO_HARNESS_DEBUG=1 for the traceback)", 1)
+    finally:
+        if workers is not None:
+            workers.close()
 
 
 class _OneLine(logging.Formatter):
@@ -124,16 +138,24 @@ def _log_notices() -> None:
 
 
 def _run_stages(command: str, experiment: str, overrides: tuple[str, ...],
-                results_dir: str | None, quiet: bool) -> None:
+                results_dir: str | None, quiet: bool, workers: Executor) -> None:
     if quiet:  # read by tqdm when it is first imported, so set before any heavy import
         os.environ["TQDM_DISABLE"] = "1"
     from harness.pipeline import Experiment
     from harness.spec import load_spec
 
     t0 = time.time()
-    spec = load_spec(experiment, overrides)
-    exp = Experiment(spec, results_dir, show_progress=not quiet)
     stages = STAGE_STEPS[command]
+    if "train" not in stages:
+        workers.close()  # nothing to train: a launch's other processes may go
+    spec = load_spec(experiment, overrides)
+    if "train" in stages:  # a tracker's missing library: exit 2 before any work
+        from trainers.trackers import check_installed
+
+        check_installed(spec.training.report_to)
+    if not spec.benchmarks:  # the lm-eval stage shows only where the spec has benchmarks
+        stages = tuple(s for s in stages if s != "benchmark")
+    exp = Experiment(spec, results_dir, show_progress=not quiet, executor=workers)
     if command in ("generate", "judge", "report") and not exp.store.has_runs():
         raise InputError(f"runs not trained yet in {exp.results_dir}: run `spo-harness train` "
                          "(or `run`) on this spec first")
@@ -142,6 +164,8 @@ def _run_stages(command: str, experiment: str, overrides: tuple[str, ...],
         t = time.time()
         getattr(exp, stage)()
         seconds[stage] = round(time.time() - t, 2)
+        if stage == "train":
+            workers.close()  # free the launch's other processes, or the Ray cluster
     exp.write_run_json(list(stages), time.time() - t0, seconds)
     click.echo(f"{spec.name}: {exp.results_dir}")
     for stage in ("prepare", *stages):
@@ -168,18 +192,32 @@ def main() -> None:
     """
 
 
-@main.command()
-@_common
-def run(experiment, overrides, results_dir, quiet):
-    """Run every stage: train, generate, score, judge, report."""
-    _execute("run", experiment, overrides, results_dir, quiet)
+def _executor_options(f: Callable) -> Callable:
+    f = click.option("--address", default=None, metavar="ADDR",
+                     help="With --executor ray: the cluster (host:port, ray://host:port or "
+                          "auto); default: start a local one.")(f)
+    # a plain string, not click.Choice: make_executor says in one line what is wrong
+    return click.option("--executor", default="local", metavar="local|ray",
+                        help="Who trains the runs: this process (local, the default) or "
+                             "Ray tasks, one per run (needs spo-harness[ray]).")(f)
 
 
 @main.command()
 @_common
-def train(experiment, overrides, results_dir, quiet):
+@_executor_options
+def run(experiment, overrides, results_dir, quiet, executor, address):
+    """Run every stage: train, generate, score, judge, report.
+
+    With `benchmarks:` in the spec, also the lm-eval benchmarks (after score)."""
+    _execute("run", experiment, overrides, results_dir, quiet, executor, address)
+
+
+@main.command()
+@_common
+@_executor_options
+def train(experiment, overrides, results_dir, quiet, executor, address):
     """Build the task (SFT reference, pairs) and train every run of the spec."""
-    _execute("train", experiment, overrides, results_dir, quiet)
+    _execute("train", experiment, overrides, results_dir, quiet, executor, address)
 
 
 @main.command()
@@ -192,14 +230,16 @@ def generate(experiment, overrides, results_dir, quiet):
 @main.command()
 @_common
 def judge(experiment, overrides, results_dir, quiet):
-    """Score every generation and judge each model against the baseline."""
+    """Score every generation and judge each model against the baseline.
+
+    With `benchmarks:` in the spec, also the lm-eval benchmarks (after score)."""
     _execute("judge", experiment, overrides, results_dir, quiet)
 
 
 @main.command()
 @_common
 def report(experiment, overrides, results_dir, quiet):
-    """Aggregate the store into leaderboard.md, .csv and .json."""
+    """Aggregate the store into leaderboard.md, .csv and .json, and report.html."""
     _execute("report", experiment, overrides, results_dir, quiet)
 
 
@@ -270,6 +310,36 @@ def _compare(experiment, models, every_pair, judge_name, no_lc, overrides, resul
         rows = head_to_head(results, models[0], models[1], judge, r.bootstrap_rounds,
                             r.bootstrap_seed, not no_lc, gamed=gamed)
         click.echo(format_rows(rows))
+
+
+@main.command()
+@click.argument("folders", nargs=-1, required=True, metavar="DIR [DIR ...]")
+@click.option("--out", "out_dir", default="results/merged", show_default=True,
+              type=click.Path(file_okay=False),
+              help="Where the merged leaderboard.{md,csv,json,html} go.")
+@click.option("--quiet", is_flag=True, help="Accepted for symmetry; nothing to silence.")
+def leaderboard(folders, out_dir, quiet):
+    """Merge the leaderboards of several experiments' results folders into one.
+
+    The folders must share the baseline (its model key) and the primary judge (its
+    fingerprint), as each folder's report.json records them; otherwise exit 2 naming the
+    folder that differs. Reads leaderboard.json and report.json only.
+    """
+    try:
+        from evaluators.merge import write_merged
+
+        out = write_merged(list(folders), out_dir)
+        click.echo((out / "leaderboard.md").read_text())
+        click.echo(f"wrote {out / 'leaderboard.md'} (.csv, .json, .html)")
+    except InputError as exc:
+        fail(f"error: {exc}", 2)
+    except Exception as exc:
+        if _disk_fault(exc):
+            fail(f"error: the disk is full or failing ({exc})", 1)
+        if os.environ.get("SPO_HARNESS_DEBUG"):
+            raise
+        fail(f"internal error: {type(exc).__name__}: {exc} (a bug in spo-harness, not in "
+             "your input; rerun with SPO_HARNESS_DEBUG=1 for the traceback)", 1)
 
 
 def entry() -> None:

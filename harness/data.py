@@ -21,12 +21,13 @@ the field.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.datasets_io import RawRows, Where, field_name, read_rows, show
+from harness.dimensions import DimensionSources, expand, load_by_dimension, parse_labels
 from harness.errors import InputError
 from harness.hashing import canonical_json
 from harness.numeric import sigmoid
@@ -159,12 +160,19 @@ def _kind(row: dict[str, Any]) -> str:
     return "prompt"
 
 
-def _pair(row: dict, where: Where, text: bool, scale: float | None) -> tuple[dict, set[str]]:
+def _pair(row: dict, where: Where, text: bool, scale: float | None,
+          dimensions: Sequence[str] | None = None) -> tuple[dict, set[str]]:
     prompt, chosen, rejected, given = preference_parts(row, where)
     item: dict[str, Any] = {"prompt": prompt_value(prompt, where),
                             "chosen": completion_value(chosen, where, "chosen"),
                             "rejected": completion_value(rejected, where, "rejected")}
     used = {"chosen", "rejected"} | ({"prompt"} if given else set())
+    if row.get("labels") is not None:  # per-dimension labels (harness/dimensions.py)
+        if "soft_label" in row or scale is not None:
+            raise where.error("give labels (per dimension) or one soft_label, not both",
+                              "labels")
+        item["labels"] = parse_labels(row["labels"], where, dimensions)
+        return item, used | {"labels"}
     if "soft_label" in row:
         if scale is not None:
             raise where.error("give soft_label or scores with soft_label_scale, not both",
@@ -238,17 +246,23 @@ def _prompt_only(row: dict, where: Where) -> tuple[dict, set[str]]:
 
 
 def load_train(path: str | Path, split: str = "train", columns: Mapping[str, str] | None = None,
-               limit: int | None = None, soft_label_scale: float | None = None) -> Loaded:
-    """Training rows of one kind (see the module doc), normalized."""
+               limit: int | None = None, soft_label_scale: float | None = None,
+               dimensions: Sequence[str] | None = None) -> Loaded:
+    """Training rows of one kind (see the module doc), normalized. A pair row with
+    `labels` ({dimension: label}, every one of `dimensions`) becomes one row per dimension,
+    in that order (`harness.dimensions.expand`)."""
     raw = _source(path, split, columns, limit)
     rows, wheres, unused = [], [], set()
     kind = None
-    has_soft = None
+    has_soft = has_labels = None
     for where, row in raw.rows:
         row_kind = _kind(row)
         if row_kind == "pair":
-            item, used = _pair(row, where, raw.text_cells, soft_label_scale)
-            if has_soft is not None and has_soft != ("soft_label" in item):
+            item, used = _pair(row, where, raw.text_cells, soft_label_scale, dimensions)
+            if has_labels is not None and has_labels != ("labels" in item):
+                raise where.error("labels must be given on every row or on none", "labels")
+            has_labels = "labels" in item
+            if has_soft is not None and not has_labels and has_soft != ("soft_label" in item):
                 raise where.error("soft_label must be given on every row or on none",
                                   "soft_label")
             has_soft = "soft_label" in item
@@ -263,6 +277,11 @@ def load_train(path: str | Path, split: str = "train", columns: Mapping[str, str
                               "file", MARKER[kind])
         kind = row_kind
         unused |= set(row) - used
+        if "labels" in item:
+            labels = item.pop("labels")
+            rows += expand(item, labels)
+            wheres += [where] * len(labels)
+            continue
         rows.append(item)
         wheres.append(where)
     assert kind is not None  # _source refuses an empty source
@@ -360,12 +379,15 @@ def load_prompts(path: str | Path, **options: Any) -> list[tuple[str, Any]]:
 # ---------------------------------------------------------------- slots of a spec
 
 
-def load_slot(slot: str, source: Any) -> Loaded:
+def load_slot(slot: str, source: Any, dimensions: Sequence[str] | None = None) -> Loaded:
     """The rows of one slot of `data:` ('train', 'eval_prompts' or 'reg_prompts') from its
-    `harness.spec.DataSource`."""
+    `harness.spec.DataSource` (train: or `DimensionSources`, data.train_by_dimension);
+    `dimensions`: data.dimensions, which rows with `labels` need."""
+    if slot == "train" and isinstance(source, DimensionSources):
+        return load_by_dimension(source)
     if slot == "train":
         return load_train(source.path, source.split, source.columns, source.limit,
-                          source.soft_label_scale)
+                          source.soft_label_scale, dimensions)
     return load_prompt_rows(source.path, source.split, source.columns, source.limit,
                             for_eval=slot == "eval_prompts")
 

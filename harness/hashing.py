@@ -57,3 +57,30 @@ def code_version() -> dict[str, Any]:
             return {"package_version": version("spo-harness")}
         except PackageNotFoundError:
             return {"package_version": "unknown"}
+
+
+PACKAGES = ("spo-harness", "torch", "transformers", "accelerate", "peft", "datasets",
+            "tokenizers", "numpy", "pandas", "scipy", "scikit-learn", "sentence-transformers",
+            "vllm", "openai", "trl")
+
+
+def environment() -> dict[str, Any]:
+    """What else made these results: package versions, Python, the machine and its GPUs."""
+    import os
+    import platform
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    packages = {}
+    for name in PACKAGES:
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    out: dict[str, Any] = {"python": platform.python_version(),
+                           "platform": platform.platform(), "machine": platform.machine(),
+                           "cpus": os.cpu_count(), "packages": packages}
+    torch = sys.modules.get("torch")  # only where already imported: this must stay cheap
+    if torch is not None and torch.cuda.is_available():
+        out["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return out

@@ -89,7 +89,7 @@ def self_play_pairs(backend, prompts: list[str], k: int, seed: int, max_new_toke
 
 def train_sppo(exp, run, run_key: str, loss, show_progress: bool = True):
     """Run the outer loop; returns (model, tokenizer, history) of the last iterate."""
-    from evaluators.generation import HFBackend
+    from evaluators.generation import BACKENDS
     from trainers.loop import TrainJob, compute_reference_logps, train
 
     store, assets = exp.store, exp.assets
@@ -106,11 +106,17 @@ def train_sppo(exp, run, run_key: str, loss, show_progress: bool = True):
             policy_dir = found["path"]
             history += found.get("history", [])
             continue
-        rows, failed = self_play_pairs(HFBackend(str(policy_dir)), prompts,
+        # training.online_backend samples the iterate: hf, or a fresh vLLM engine on its
+        # folder, closed before training so it holds no memory meanwhile
+        backend = BACKENDS.get(exp.spec.training.online_backend)(str(policy_dir))
+        rows, failed = self_play_pairs(backend, prompts,
                                        loss.samples_per_prompt, seed_from(run.seed, "sppo", t),
                                        exp.spec.generation.max_new_tokens, scorer=scorer,
                                        judge=judge, bt_scale=exp.task.bt_scale,
                                        progress=show_progress)
+        if hasattr(backend, "close"):
+            backend.close()
+        del backend
         if not rows:
             raise InputError(f"run '{run.label}', sppo iteration {t + 1}: no prompt gave two "
                              f"differently judged samples ({failed} prompts had failed "

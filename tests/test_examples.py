@@ -65,21 +65,15 @@ def _separated_above(high: dict, low: dict, key: str) -> bool:
 
 
 def _assert_the_softness_trade_off(board: list[dict], out: Path) -> None:
-    """The quickstart's headline (README "What the quickstart shows"), at the sweeps' extremes
-    with non-overlapping 95% prompt-bootstrap intervals: SPO's entropy rises with alpha
-    while its reward and win rate fall; DPO's reward and win rate rise as beta falls. DPO's
-    entropy also rises as beta falls (the documented exception to its theory: offline, with
-    one hard-labelled pair per prompt, its loss has no finite optimum and a smaller beta
-    drifts further); the test pins that too, so a change in it is seen."""
+    """What held on both CPUs measured (README "What the quickstart shows"), at the sweeps'
+    extremes with non-overlapping 95% prompt-bootstrap intervals: DPO's reward and win rate
+    rise as beta falls. SPO's alpha trade-off and DPO's entropy held on an AMD EPYC and not
+    on an Intel Xeon (float kernels differ, which acts as a new training seed), so they are
+    not asserted: at one seed they are within this task's training noise."""
     by = {r["label"]: r for r in board}
-    soft, sharp = by["spo(alpha=3)"], by["spo(alpha=0.1)"]
-    assert _separated_above(soft, sharp, "entropy")
-    assert _separated_above(sharp, soft, "mean_reward")
-    assert _separated_above(sharp, soft, "win_rate")
     strong, weak = by["dpo(beta=0.1)"], by["dpo(beta=10)"]
     assert _separated_above(strong, weak, "mean_reward")
     assert _separated_above(strong, weak, "win_rate")
-    assert _separated_above(strong, weak, "entropy")
     assert (out / "pareto.png").exists() and (out / "softness.png").exists()
 
 

@@ -27,8 +27,9 @@ from harness.spec import TrainingSpec
 from trainers.logprobs import batched_completion_logps
 from trainers.losses import PreferenceLoss
 from trainers.objectives import make_objective
-from trainers.regularizers import KLTerm
+from trainers.regularizers import ESTIMATORS, KLTerm
 from trainers.tokenize import Truncation, encode
+from trainers.trackers import open_trackers
 
 
 @dataclass
@@ -42,6 +43,7 @@ class TrainJob:
     work_dir: Path                     # resumable checkpoints live here until the run is done
     ref_logps: tuple[torch.Tensor, torch.Tensor]  # cached reference log-probs (chosen, rejected)
     add_eos: bool = True               # completions end with EOS (see TaskAssets.completion_eos)
+    ssl: Any = None                    # Self-supervised PO's variants (trainers.self_supervised.SSLData)
 
 
 def compute_reference_logps(reference_dir: Path, pairs: list[dict[str, Any]], max_length: int | Truncation,
@@ -75,7 +77,10 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cfg = job.training
+    if job.ssl is not None:  # Self-supervised PO: the run's loss plus the degree loss
+        loss_fn = job.ssl.wrap(loss_fn)
     accelerator = make_accelerator(cfg.precision)
+    trackers = open_trackers(job)  # training.report_to (trainers/trackers.py)
     torch.manual_seed(job.seed)
     tok = AutoTokenizer.from_pretrained(job.reference_dir, local_files_only=True)
 
@@ -101,7 +106,7 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
     # Built before any checkpoint is loaded: the untrained policy is the reference here.
     objective = make_objective(loss_fn, tok, job.pairs, job.ref_logps, cfg.truncation(),
                                job.add_eos, reference=reference, initial_model=model,
-                               seed=seed_from(job.seed, "mismatch"))
+                               seed=seed_from(job.seed, "mismatch"), ssl=job.ssl)
     n = objective.n
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
@@ -109,12 +114,14 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
     scheduler = make_scheduler(cfg, optimizer, total)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     reg = loss_fn.regularizer
-    reg_term = kl_log = None
+    reg_term = kl_log = sampler = None
     if reg is not None:
+        if not ESTIMATORS[reg.estimator][1]:  # samples the policy: hf, or a synced engine
+            sampler = _online_sampler(cfg, job.reference_dir, tok, accelerator)
         reg_term = KLTerm(reference, tok, job.reg_prompts, job.seed, estimator=reg.estimator,
                           prompts_per_step=reg.prompts_per_step,
                           samples_per_prompt=reg.samples_per_prompt,
-                          max_new_tokens=reg.max_new_tokens)
+                          max_new_tokens=reg.max_new_tokens, sampler=sampler)
     elif cfg.kl_log_prompts > 0:
         kl_log = KLTerm(reference, tok, job.reg_prompts, job.seed,
                         prompts_per_step=cfg.kl_log_prompts, max_new_tokens=16)
@@ -155,13 +162,32 @@ def train(job: TrainJob, loss_fn: PreferenceLoss, *, show_progress: bool = True)
                     record["kl"] = float(kl_log(model, step, accelerator.unwrap_model(model)))
             record.update(step=step + 1, epoch=round((step + 1) / steps_per_epoch, 3))
             history.append(record)
+            trackers.log(record)
             window = []
             bar.set_postfix(loss=f"{record['loss']:.4f}")
         bar.update(1)
         if (step + 1) % cfg.save_every == 0 and not last:
             _save_checkpoint(accelerator, job.work_dir, step + 1, history, window)
     bar.close()
+    trackers.close()
+    if sampler is not None:
+        sampler.close()
     return accelerator.unwrap_model(model), tok, history
+
+
+def _online_sampler(cfg: TrainingSpec, model_dir: Path, tok, accelerator):
+    """The regularizer's sampler of `training.online_backend` (trainers/online.py); None
+    for hf, the policy's own generate."""
+    if cfg.online_backend == "hf":
+        return None
+    from harness.errors import InputError
+    from trainers.online import make_online_sampler
+
+    if accelerator.num_processes > 1:  # an engine per process, each claiming the devices
+        raise InputError("training.online_backend vllm runs in one process; with "
+                         f"{accelerator.num_processes} processes use online_backend hf",
+                         field="training.online_backend")
+    return make_online_sampler(cfg.online_backend, model_dir, tok, cfg.sync_every)
 
 
 def add_lora(model, peft_spec) -> Any:

@@ -32,6 +32,10 @@ class PairedObjective:
         self.win_rates = (torch.tensor([[float(r["chosen_win_rate"]), float(r["rejected_win_rate"])]
                                         for r in pairs])
                           if pairs and all("chosen_win_rate" in r for r in pairs) else None)
+        # numbers the rows carry per pair for the loss (SeqPO's earlier-dimension rewards)
+        self.row_inputs = {k: torch.tensor([float(r[k]) for r in pairs])
+                           for k in getattr(loss_fn, "row_inputs", ())
+                           if pairs and all(k in r for r in pairs)}
         self.ref_c, self.ref_r = (t.float() for t in ref_logps)
         self.needs_token_kl = getattr(loss_fn, "requires_token_kl", False)  # TDPO
         self.n = len(pairs)
@@ -55,6 +59,7 @@ class PairedObjective:
                                                                         "extra_inputs", ()):
             w = self.win_rates[idx].to(device)
             extra.update(chosen_win_rate=w[:, 0], rejected_win_rate=w[:, 1])
+        extra.update({k: v[idx].to(device) for k, v in self.row_inputs.items()})
         out = self.loss_fn(policy_chosen_logps=pc, policy_rejected_logps=pr,
                            ref_chosen_logps=self.ref_c[idx].to(device),
                            ref_rejected_logps=self.ref_r[idx].to(device),
@@ -113,7 +118,13 @@ class UnpairedObjective:
 
 
 def make_objective(loss_fn: PreferenceLoss, tokenizer, pairs, ref_logps, max_length: int | Truncation,
-                   add_eos: bool, *, reference=None, initial_model=None, seed: int = 0):
+                   add_eos: bool, *, reference=None, initial_model=None, seed: int = 0,
+                   ssl=None):
+    if ssl is not None:  # Self-supervised PO: the pairs plus their responses' graded variants
+        from trainers.self_supervised import VariantObjective
+
+        return VariantObjective(loss_fn, tokenizer, pairs, ref_logps, ssl.variants,
+                                ssl.ref_logps, max_length, add_eos, reference)
     if pairs and "responses" in pairs[0]:
         return ListObjective(loss_fn, tokenizer, pairs, max_length, add_eos)
     if getattr(loss_fn, "paired", True):

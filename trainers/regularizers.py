@@ -113,10 +113,14 @@ class KLTerm:
 
     def __init__(self, reference, tokenizer, prompts: list[str], seed: int, *,
                  estimator: str = "exact", prompts_per_step: int = 8,
-                 samples_per_prompt: int = 1, max_new_tokens: int = 16) -> None:
+                 samples_per_prompt: int = 1, max_new_tokens: int = 16,
+                 sampler=None) -> None:
         if estimator not in ESTIMATORS:
             raise ValueError(f"unknown kl_estimator {estimator!r}; known: {sorted(ESTIMATORS)}")
         self.fn, from_reference = ESTIMATORS[estimator]
+        # online samples from `sampler` (trainers/online.py, e.g. a vLLM engine synced from
+        # the policy); None: the policy's own generate, `sample_completions`
+        self.sampler = sampler
         self.reference, self.tokenizer, self.prompts, self.seed = reference, tokenizer, prompts, seed
         self.prompts_per_step, self.samples_per_prompt = prompts_per_step, samples_per_prompt
         self.max_new_tokens = max_new_tokens
@@ -135,8 +139,12 @@ class KLTerm:
         if self.pool is not None:
             samples = [self.pool[i * spp + j] for i in pick for j in range(spp)]
         else:
-            samples = sample_completions(policy_for_sampling or policy, self.tokenizer,
-                                         [self.prompts[i] for i in pick for _ in range(spp)],
-                                         self.max_new_tokens,
-                                         seed_from(self.seed, "reg-samples", step))
+            prompts = [self.prompts[i] for i in pick for _ in range(spp)]
+            seed = seed_from(self.seed, "reg-samples", step)
+            if self.sampler is None:
+                samples = sample_completions(policy_for_sampling or policy, self.tokenizer,
+                                             prompts, self.max_new_tokens, seed)
+            else:
+                samples = self.sampler.sample(policy_for_sampling or policy, prompts,
+                                              self.max_new_tokens, seed, step)
         return self.fn(policy, self.reference, samples, self.tokenizer.pad_token_id).mean()

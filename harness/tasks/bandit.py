@@ -48,6 +48,15 @@ class BanditOptions:
     num_layers: int = field(default=2, metadata={"help": "tiny model depth", "ge": 1})
     seed: int = field(default=0, metadata={"help": "seed of rewards, reference and pairs",
                                            **SEED_LIMITS})
+    # Preference dimensions (harness/dimensions.py). At their defaults they stay out of
+    # every content key (`key_default`), so one dimension is exactly the bandit before them.
+    dimensions: int = field(default=1, metadata={
+        "help": "reward tables per prompt, dim1..dimK; with K >= 2 each pair row is labelled "
+                "per dimension (its `dimension`), the oracle's reward is their sum", "ge": 1,
+        "le": 16, "key_default": True})
+    dimension_correlation: float = field(default=0.0, metadata={
+        "help": "correlation of each further table with dim1's, in [-1, 1] (0: independent)",
+        "ge": -1, "le": 1, "key_default": True})
 
 
 _sigmoid = sigmoid  # stable for any finite x
@@ -60,9 +69,13 @@ class BanditTask(Task):
     def __init__(self, options: BanditOptions, store) -> None:
         super().__init__(options, store)
         o = options
+        from harness.errors import InputError
         if o.labels not in ("soft", "sampled", "ranked"):
-            from harness.errors import InputError
             raise InputError("task_options.labels must be 'soft', 'sampled' or 'ranked'")
+        if o.dimensions > 1 and o.labels == "ranked":
+            raise InputError("task_options.labels 'ranked' takes one dimension; with "
+                             "dimensions >= 2 use 'soft' or 'sampled'",
+                             field="task_options.labels")
         rng = np.random.default_rng(o.seed)
         self.prompts = [f"q{i}" for i in range(o.n_prompts)]
         self.arms = [f"a{j}" for j in range(o.n_arms)]
@@ -70,6 +83,35 @@ class BanditTask(Task):
         logits = rng.normal(0.0, 1.0, size=(o.n_prompts, o.n_arms)) / o.reference_temperature
         self.data_policy = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
         self._rng = rng
+        # dim1 is the table above (drawn first, as without dimensions); the others from
+        # their own stream, each correlated with dim1's by dimension_correlation
+        self.dimension_tables = [self.reward_table]
+        if o.dimensions > 1:
+            noise = np.random.default_rng([o.seed, 3]).normal(
+                0.0, o.reward_std, size=(o.dimensions - 1, o.n_prompts, o.n_arms))
+            c = o.dimension_correlation
+            self.dimension_tables += [c * self.reward_table + np.sqrt(1 - c * c) * z
+                                      for z in noise]
+            # the oracle's (judge and scorer) reward is the sum over the dimensions
+            self.reward_table = np.sum(self.dimension_tables, axis=0)
+
+    @staticmethod
+    def option_dimensions(options: BanditOptions) -> list[str]:
+        return [f"dim{d + 1}" for d in range(options.dimensions)] if options.dimensions > 1 \
+            else []
+
+    def dimension_rewards(self, prompt: str, completions: list[str]) -> dict[str, list[float]]:
+        p = self.prompts.index(prompt)
+        out = {}
+        for name, table in zip(self.dimensions, self.dimension_tables):
+            floor = float(table[p].min()) - 1.0  # outside the arms: below every arm
+            out[name] = [float(table[p][self.arms.index(c.strip())]) if c.strip() in self.arms
+                         else floor for c in completions]
+        return out
+
+    def true_dimension_rewards(self, prompt: str) -> dict[str, np.ndarray] | None:
+        p = self.prompts.index(prompt)
+        return {name: table[p] for name, table in zip(self.dimensions, self.dimension_tables)}
 
     @property
     def bt_scale(self) -> float:
@@ -94,10 +136,22 @@ class BanditTask(Task):
     # --------------------------------------------------------------------- data
 
     def _pairs(self) -> list[dict[str, Any]]:
+        if self.options.dimensions == 1:
+            return self._dimension_pairs(self.reward_table, np.random.default_rng(
+                [self.options.seed, 1]))
+        # one dataset per dimension, dimension by dimension: its pairs labelled by its table
+        rows = []
+        for d, (name, table) in enumerate(zip(self.dimensions, self.dimension_tables)):
+            rng = np.random.default_rng([self.options.seed, 1] if d == 0
+                                        else [self.options.seed, 1, d])
+            rows += [{**r, "dimension": name} for r in self._dimension_pairs(table, rng)]
+        return rows
+
+    def _dimension_pairs(self, table: np.ndarray, rng: np.random.Generator
+                         ) -> list[dict[str, Any]]:
         o, rows = self.options, []
-        rng = np.random.default_rng([o.seed, 1])
         for p, prompt in enumerate(self.prompts):
-            r = self.reward_table[p]
+            r = table[p]
             if o.labels == "ranked":
                 # Plackett-Luce with weights exp(r): sorting r + Gumbel noise draws a ranking
                 for _ in range(o.pairs_per_prompt):
@@ -125,8 +179,10 @@ class BanditTask(Task):
         from trainers.sft import train_sft
 
         o = self.options
+        # the reference depends on neither the labels nor the rewards' dimensions
         ref_key = content_hash({"task": "bandit", "completion_eos": False, "options": {
-            k: v for k, v in vars(o).items() if k not in ("labels", "pairs_per_prompt")}})
+            k: v for k, v in vars(o).items() if k not in (
+                "labels", "pairs_per_prompt", "dimensions", "dimension_correlation")}})
         found = self.store.get_artifact(ref_key)
         if found is None:
             torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -77,6 +77,26 @@ class Task(ABC):
         """All possible responses, where the response space is enumerable (bandit)."""
         return None
 
+    # ------------------------------------------ preference dimensions (harness/dimensions.py)
+
+    @staticmethod
+    def option_dimensions(options: Any) -> list[str]:
+        """The names of the task's preference dimensions under `options`, in order; [] for
+        a task with one unnamed reward (its pairs carry no `dimension`)."""
+        return []
+
+    @property
+    def dimensions(self) -> list[str]:
+        return self.option_dimensions(self.options)
+
+    def dimension_rewards(self, prompt: str, completions: list[str]) -> dict[str, list[float]]:
+        """Each dimension's true reward of each completion ({} without dimensions)."""
+        return {}
+
+    def true_dimension_rewards(self, prompt: str) -> dict[str, Any] | None:
+        """Each dimension's reward of every enumerable response (None: not enumerable)."""
+        return None
+
     def outside_reward(self, prompt: str) -> float | None:
         """The reward of any answer outside `enumerable_responses` (None: not defined).
 
@@ -85,3 +105,17 @@ class Task(ABC):
         the truth is the value the sampled estimate converges to.
         """
         return None
+
+
+def options_key(task: Task) -> dict[str, Any]:
+    """The task's options as content keys see them: a field whose metadata says
+    `key_default` is left out while it holds its default, so an option added later leaves
+    every key made before it unchanged (the bandit's `dimensions`)."""
+    import dataclasses
+
+    options = vars(task.options)
+    if not dataclasses.is_dataclass(task.options):
+        return options
+    skip = {f.name for f in dataclasses.fields(task.options)
+            if f.metadata.get("key_default") and options.get(f.name) == f.default}
+    return {k: v for k, v in options.items() if k not in skip}

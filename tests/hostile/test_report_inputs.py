@@ -68,3 +68,76 @@ def test_compare_needs_two_labels_or_all(tmp_path, args, fragment):
     path = write_spec(tmp_path / "exp.yaml", TINY_BASE + NO_EMBEDDINGS)
     refused("compare", path, *args, "--results-dir", tmp_path / "r", cwd=tmp_path,
             contains=fragment)
+
+
+def test_html_cap_is_validated_like_its_neighbours(tmp_path):
+    for value, fragment in (("-1", "[0, 100000]"), ("1000001", "[0, 100000]"),
+                            ("many", "expected int")):
+        path = write_spec(tmp_path / "exp.yaml",
+                          TINY_BASE + f"report: {{html_max_prompts: {value}}}\n")
+        with pytest.raises(InputError) as exc:
+            load_spec(path)
+        assert exc.value.field == "report.html_max_prompts" and fragment in str(exc.value)
+
+
+# ------------------------------------------------------- spo-harness leaderboard DIR [DIR ...]
+
+BASELINE = {"label": "sft", "is_baseline": True, "win_rate": None}
+IDENTITY = {"format": 1, "experiment": "e", "baseline": {"label": "sft", "key": "k"},
+            "primary_judge": "oracle", "judges": {"oracle": "f"}, "scorers": {}}
+
+
+def _folder(root, name, records: object = (BASELINE,), ident: object = IDENTITY):
+    """A results folder as `leaderboard` reads it; str and bytes are written as they are."""
+    import json
+
+    folder = root / name
+    folder.mkdir()
+    for file, content in (("leaderboard.json", records), ("report.json", ident)):
+        if isinstance(content, bytes):
+            (folder / file).write_bytes(content)
+        elif content is not None:
+            (folder / file).write_text(content if isinstance(content, str)
+                                       else json.dumps(list(content) if file.startswith("l")
+                                                       else content))
+    return folder
+
+
+@pytest.mark.parametrize("records,ident,file,fragment", [
+    (None, IDENTITY, "leaderboard.json", "missing"),
+    ("[{not json", IDENTITY, "leaderboard.json", "not readable JSON"),
+    ('{"label": "sft"}', IDENTITY, "leaderboard.json", "expected a non-empty list"),
+    ("[]", IDENTITY, "leaderboard.json", "expected a non-empty list"),
+    ('[{"label": 3, "is_baseline": true}]', IDENTITY, "leaderboard.json", "with a label"),
+    ((BASELINE, BASELINE), IDENTITY, "leaderboard.json", "exactly one baseline"),
+    ((BASELINE,), None, "report.json", "run `spo-harness report`"),
+    ((BASELINE,), b"\xff\xfe{garbled", "report.json", "not readable JSON"),
+    ((BASELINE,), {**IDENTITY, "primary_judge": "llm"}, "report.json", "expected {"),
+    ((BASELINE,), {**IDENTITY, "baseline": "sft"}, "report.json", "expected {"),
+])
+def test_leaderboard_refuses_a_missing_or_garbled_file(tmp_path, records, ident, file,
+                                                      fragment):
+    good = _folder(tmp_path, "good")
+    bad = _folder(tmp_path, "bad", records, ident)
+    refused("leaderboard", good, bad, "--out", tmp_path / "out", cwd=tmp_path,
+            contains=(str(bad / file), fragment))
+    assert not (tmp_path / "out").exists()
+
+
+def test_leaderboard_refuses_bad_folders_and_outputs(tmp_path):
+    good = _folder(tmp_path, "good")
+    other = _folder(tmp_path, "other")
+    refused("leaderboard", good, tmp_path / "nope", cwd=tmp_path,
+            contains=(str(tmp_path / "nope"), "no such results folder"))
+    refused("leaderboard", good, good, cwd=tmp_path, contains=(str(good), "given twice"))
+    (tmp_path / "file").write_text("x")
+    refused("leaderboard", good, other, "--out", tmp_path / "file", cwd=tmp_path,
+            contains="is a file")
+    refused("leaderboard", good, other, "--out", other, cwd=tmp_path,
+            contains="one of the folders merged")
+    experiment = tmp_path / "experiment"
+    experiment.mkdir()
+    (experiment / "store.sqlite").write_bytes(b"")
+    refused("leaderboard", good, other, "--out", experiment, cwd=tmp_path,
+            contains="store.sqlite")
+    assert not (experiment / "leaderboard.json").exists()

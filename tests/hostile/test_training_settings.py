@@ -70,18 +70,3 @@ def test_lora_on_modules_the_model_lacks_names_the_ones_it_has(tmp_path: Path,
             "training.peft={r: 4, target_modules: [nope]}", cwd=tmp_path,
             contains=("training.peft.target_modules", "nope", "q_proj, up_proj, v_proj"))
     assert _runs(results) == 0
-
-
-def test_the_cli_under_a_multi_process_launch_refuses_before_opening_the_store(
-        tmp_path: Path, tiny_spec: Path) -> None:
-    import subprocess
-
-    from tests.conftest import CLI, ENV, stderr_lines
-
-    results = tmp_path / "results"
-    proc = subprocess.run([*CLI, "train", str(tiny_spec), "--results-dir", str(results)],
-                          env={**ENV, "WORLD_SIZE": "2"}, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)
-    (line,) = stderr_lines(proc)
-    assert proc.returncode == 2 and "accelerate launch" in line and "Traceback" not in proc.stderr
-    assert not (results / "store.sqlite").exists()

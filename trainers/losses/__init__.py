@@ -18,7 +18,9 @@ an enumerable response set (`optimal_logprobs`, used on `bandit`).
 | dpo_family.py     | dpo, ipo, hinge, cdpo, rdpo/robust, gdpo, gipo |
 | reference_free.py | simpo, orpo, sft                              |
 | sppo.py, tdpo.py  | sppo, tdpo                                    |
+| seqpo.py          | seqpo (one round per preference dimension)    |
 | kto.py            | kto (unpaired)                                |
+| ssl.py            | the `ssl:` wrapper on any pairwise loss (Self-supervised PO) |
 """
 
 from trainers.losses.base import (
@@ -41,6 +43,7 @@ from trainers.losses.dpo_family import (
 )
 from trainers.losses.kto import KTOLoss
 from trainers.losses.reference_free import ORPOLoss, SFTLoss, SimPOLoss
+from trainers.losses.seqpo import SeqPOLoss
 from trainers.losses.spo import SPOLoss, gamma_weights, spo_list_loss
 from trainers.losses.sppo import SPPOLoss
 from trainers.losses.tdpo import TDPOLoss
@@ -48,6 +51,6 @@ from trainers.losses.tdpo import TDPOLoss
 __all__ = [
     "LOSSES", "CDPOLoss", "DPOLoss", "GDPOLoss", "GIPOLoss", "HingeLoss", "IPOLoss",
     "KLRegularizer", "KTOLoss", "LossOutput", "ORPOLoss", "PairwiseLoss", "PreferenceLoss",
-    "RDPOLoss", "SFTLoss", "SPOLoss", "SPPOLoss", "SimPOLoss", "TDPOLoss", "gamma_weights",
-    "get_loss", "register_loss", "spo_list_loss",
+    "RDPOLoss", "SFTLoss", "SPOLoss", "SPPOLoss", "SeqPOLoss", "SimPOLoss", "TDPOLoss",
+    "gamma_weights", "get_loss", "register_loss", "spo_list_loss",
 ]

@@ -179,6 +179,8 @@ def _run_stages(command: str, experiment: str, overrides: tuple[str, ...],
         note = few_prompts_note(json.loads((exp.results_dir / "leaderboard.json").read_text()))
         if note:
             click.echo(f"warning: {note}", err=True)
+        if (exp.results_dir / "report.html").is_file():
+            click.echo(f"report: {exp.results_dir / 'report.html'}")
     click.echo(f"done in {time.time() - t0:.1f}s")
 
 

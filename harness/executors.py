@@ -98,7 +98,11 @@ class LocalExecutor:
     def train(self, jobs: list[RunJob]) -> Iterator[Trained]:
         from tqdm.auto import tqdm
 
-        for job in tqdm(jobs, desc="train runs", disable=not self.show_progress):
+        from harness.progress import eta_lines
+
+        bar = (tqdm(jobs, desc="train runs") if self.show_progress
+               else eta_lines(jobs, "train runs"))  # --quiet: an ETA line every 30 s at most
+        for job in bar:
             yield train_one(job, self.show_progress)
 
     def close(self) -> None:

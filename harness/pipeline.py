@@ -22,6 +22,7 @@ from harness.executors import Executor, LocalExecutor, RunJob, Trained
 from harness.hashing import code_version, content_hash, environment, seed_from
 from harness.jsonio import write_json
 from harness.lock import lock_results_dir
+from harness.progress import eta_lines
 from harness.secrets import redact
 from harness.spec import ExperimentSpec, RunSpec, build_dataclass, expand_runs
 from harness.store import Store, usable_results_dir
@@ -75,7 +76,9 @@ class Experiment:
         self.counts[stage]["computed" if computed else "cached"] += n
 
     def _bar(self, iterable, **kw):
-        return tqdm(iterable, disable=not self.show_progress, **kw)
+        if not self.show_progress:  # --quiet: an ETA line at most every 30 s
+            return eta_lines(iterable, kw.get("desc", "progress"), kw.get("total"))
+        return tqdm(iterable, **kw)
 
     @property
     def assets(self) -> TaskAssets:

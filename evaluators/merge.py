@@ -8,8 +8,10 @@ fingerprint; otherwise the command exits 2 with one line saying which folder dif
 what. Another judge's (or scorer's) prefixed columns are kept only where every folder has
 that judge with the same fingerprint; the others are dropped and named in the output.
 
-The merged records are leaderboard.json's, with `experiment` and `results_dir` added; the
-baseline, one model, appears once (from the first folder).
+The merged records are leaderboard.json's, with `experiment` and `results_dir` added. A
+model that several folders hold (one model content key: the baseline always, and any run two
+experiments share) appears once, with the numbers of the first folder that has it and every
+experiment that holds it listed in `experiment`; report.json maps each label to its key.
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ FORMAT = 1
 
 def write_identity(out_dir: Path, experiment: str, baseline: str, baseline_key: str,
                    primary: str | None, judges: dict[str, str],
-                   scorers: dict[str, str]) -> None:
-    """report.json: what the leaderboard's numbers are measured against."""
+                   scorers: dict[str, str], models: dict[str, str]) -> None:
+    """report.json: what the leaderboard's numbers are measured against, and each
+    leaderboard label's model content key (how folders that share a model merge it)."""
     write_json(Path(out_dir) / IDENTITY, {
         "format": FORMAT, "experiment": experiment,
         "baseline": {"label": baseline, "key": baseline_key},
-        "primary_judge": primary, "judges": judges, "scorers": scorers})
+        "primary_judge": primary, "judges": judges, "scorers": scorers, "models": models})
 
 
 def _read_json(folder: Path, name: str) -> Any:
@@ -68,10 +71,12 @@ def read_folder(folder: str | Path) -> dict[str, Any]:
           and isinstance(ident["baseline"].get("key"), str)
           and isinstance(ident.get("judges"), dict) and isinstance(ident.get("scorers"), dict)
           and (ident.get("primary_judge") is None
-               or ident.get("primary_judge") in ident["judges"]))
+               or ident.get("primary_judge") in ident["judges"])
+          and isinstance(ident.get("models", {}), dict)
+          and all(isinstance(k, str) for k in ident.get("models", {}).values()))
     if not ok:
         raise InputError("expected {experiment, baseline: {label, key}, primary_judge, "
-                         "judges, scorers}", file=str(folder / IDENTITY))
+                         "judges, scorers, models}", file=str(folder / IDENTITY))
     return {"folder": folder, "records": records, "identity": ident}
 
 
@@ -111,17 +116,30 @@ def merge(folders: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str
     scorers, dropped_s = _shared(folders, "scorers")
     first_scorers = {next(iter(f["identity"]["scorers"].values()), None) for f in folders}
     names = [f["identity"]["experiment"] for f in folders]
-    out, notes = [], []
+    out, notes, seen, merged = [], [], {}, []
     for k, f in enumerate(folders):
         experiment = names[k] if names.count(names[k]) == 1 else f"{names[k]} ({f['folder']})"
+        keys = dict(f["identity"].get("models", {}))
+        keys[f["identity"]["baseline"]["label"]] = f["identity"]["baseline"]["key"]
         for r in f["records"]:
-            if r["is_baseline"] and k > 0:
-                continue  # the same model (same key) as the first folder's baseline
-            rec = {key: v for key, v in r.items()
-                   if ":" not in key or key.split(":")[0] in judges | scorers}
+            key = keys.get(r["label"])
+            if key is not None and key in seen:  # one model: keep the first folder's row
+                first = seen[key]
+                first["experiment"] += f"; {experiment}"
+                if not r["is_baseline"]:
+                    merged.append(f"{r['label']} [{experiment}] = {first['label']}")
+                continue
+            rec = {name: v for name, v in r.items()
+                   if ":" not in name or name.split(":")[0] in judges | scorers}
             if len(first_scorers) > 1:  # the flat reward is the first scorer's: not shared
-                rec = {key: v for key, v in rec.items() if not key.startswith("mean_reward")}
-            out.append({**rec, "experiment": experiment, "results_dir": str(f["folder"])})
+                rec = {n: v for n, v in rec.items() if not n.startswith("mean_reward")}
+            rec = {**rec, "experiment": experiment, "results_dir": str(f["folder"])}
+            out.append(rec)
+            if key is not None:
+                seen[key] = rec
+    if merged:
+        notes.append("the same model (one content key) in several folders, shown once with "
+                     "the first folder's numbers: " + ", ".join(merged))
     if dropped_j:
         notes.append("columns dropped, the judge differs between folders: "
                      + ", ".join(dropped_j))

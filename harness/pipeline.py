@@ -599,7 +599,8 @@ class Experiment:
         scorers = dict(zip(judge_names([s.name for s in self.spec.scorers]), self.scorers()))
         write_identity(self.results_dir, self.spec.name, base.label, base.key,
                        records[0]["primary_judge"] if records else None, fps,
-                       {n: content_hash(s.fingerprint) for n, s in scorers.items()})
+                       {n: content_hash(s.fingerprint) for n, s in scorers.items()},
+                       {m.label: m.key for m in self.models()})
         histories = {}
         for m in self.models()[1:]:
             try:

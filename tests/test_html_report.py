@@ -256,22 +256,49 @@ def _two_folders(reported: Path, tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_leaderboard_merges_folders_with_one_baseline_and_judge(reported, tmp_path):
+    """Two folders holding the same models: each model (one content key) appears once, with
+    both experiments named; a model only one folder holds keeps its own row."""
     a, b = _two_folders(reported, tmp_path)
-    out = tmp_path / "merged"
-    assert_ok(cli("leaderboard", a, b, "--out", out, quiet=False, cwd=tmp_path))
-    merged = json.loads((out / "leaderboard.json").read_text())
     source = leaderboard(reported)
     runs = [r for r in source if not r["is_baseline"]]
-    assert len(merged) == 1 + 2 * len(runs)
+    ident = json.loads((b / "report.json").read_text())
+    assert set(ident["models"]) == {r["label"] for r in source}
+    other = runs[-1]["label"]
+    ident["models"][other] = "f" * 16  # B's row of that label is another model
+    (b / "report.json").write_text(json.dumps(ident))
+    out = tmp_path / "merged"
+    result = cli("leaderboard", a, b, "--out", out, quiet=False, cwd=tmp_path)
+    assert_ok(result)
+    merged = json.loads((out / "leaderboard.json").read_text())
+    assert len(merged) == len(source) + 1
     assert [r["is_baseline"] for r in merged].count(True) == 1
-    assert {r["experiment"] for r in merged} == {f"tiny ({a})", f"tiny ({b})"}
     by = {(r["results_dir"], r["label"]): r for r in merged}
-    for folder in (a, b):
-        for r in runs:
-            assert by[(str(folder), r["label"])]["oracle:win_rate"] == r["oracle:win_rate"]
+    both = f"tiny ({a}); tiny ({b})"
+    for r in source:
+        row = by[(str(a), r["label"])]
+        assert row["experiment"] == (f"tiny ({a})" if r["label"] == other else both)
+        assert row["oracle:win_rate"] == r["oracle:win_rate"]
+    assert by[(str(b), other)]["experiment"] == f"tiny ({b})"
+    assert "shown once with the first folder's numbers" in (out / "leaderboard.md").read_text()
     for suffix in ("md", "csv", "html"):
         assert (out / f"leaderboard.{suffix}").stat().st_size > 0
     assert_self_contained((out / "leaderboard.html").read_text(encoding="utf-8"))
+
+
+def test_leaderboard_without_model_keys_merges_only_the_baseline(reported, tmp_path):
+    """A report.json written before it named its models' keys: only the baseline, whose key
+    it always had, is merged; every run keeps its row."""
+    a, b = _two_folders(reported, tmp_path)
+    for folder in (a, b):
+        ident = json.loads((folder / "report.json").read_text())
+        del ident["models"]
+        (folder / "report.json").write_text(json.dumps(ident))
+    out = tmp_path / "merged"
+    assert_ok(cli("leaderboard", a, b, "--out", out, cwd=tmp_path))
+    merged = json.loads((out / "leaderboard.json").read_text())
+    assert len(merged) == 1 + 2 * (len(leaderboard(reported)) - 1)
+    assert [r["experiment"] for r in merged if r["is_baseline"]] == [
+        f"tiny ({a}); tiny ({b})"]
 
 
 @pytest.mark.parametrize("what,change,fragment", [

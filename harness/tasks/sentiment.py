@@ -177,7 +177,8 @@ class SentimentTask(Task):
         backend = HFBackend(str(reference_dir))
         params = SamplingParams(max_new_tokens=o.completion_tokens, temperature=1.0, top_p=1.0)
         texts = backend.generate([(p, i) for p in prompts for i in range(o.candidates_per_prompt)],
-                                 params, batch_size=64, seed=o.seed, desc="sentiment pairs")
+                                 params, batch_size=64, seed=o.seed, desc="sentiment pairs",
+                                 progress=self.show_progress)
         rng = np.random.default_rng([o.seed, 3])
         rows = []
         for n, prompt in enumerate(prompts):

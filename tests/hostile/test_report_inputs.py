@@ -114,6 +114,8 @@ def _folder(root, name, records: object = (BASELINE,), ident: object = IDENTITY)
     ((BASELINE,), b"\xff\xfe{garbled", "report.json", "not readable JSON"),
     ((BASELINE,), {**IDENTITY, "primary_judge": "llm"}, "report.json", "expected {"),
     ((BASELINE,), {**IDENTITY, "baseline": "sft"}, "report.json", "expected {"),
+    ((BASELINE,), {**IDENTITY, "models": ["sft"]}, "report.json", "expected {"),
+    ((BASELINE,), {**IDENTITY, "models": {"sft": 7}}, "report.json", "expected {"),
 ])
 def test_leaderboard_refuses_a_missing_or_garbled_file(tmp_path, records, ident, file,
                                                       fragment):

@@ -42,21 +42,22 @@ def test_bandit_example_reaches_each_methods_optimum(tmp_path):
 def test_quickstart_runs_and_reruns_from_the_store(tmp_path):
     board = _run("quickstart.yaml", tmp_path)
     labels = {r["label"] for r in board}
-    assert labels == {"sft", "dpo(beta=0.1)", "dpo(beta=1)", "dpo(beta=10)", "spo(alpha=0.1)",
+    assert labels == {"sft", "dpo(beta=0.1)", "dpo(beta=1)", "dpo(beta=10)", "spo(alpha=0.03)",
                       "spo(alpha=0.3)", "spo(alpha=3)"}
     for rec in board:
         assert FIELDS <= set(rec)
-        assert rec["n_prompts"] == 64 and rec["n_samples"] == 384
+        assert rec["n_prompts"] == 64 and rec["n_samples"] == 512
+        assert 0 <= rec["lm:shakespeare_cloze:acc"] <= 1
         if not rec["is_baseline"]:
             assert 0 <= rec["win_rate"] <= 100 and rec["win_rate_se"] > 0
-            assert rec["n_failed"] == 0 and rec["n_judged"] == 384
+            assert rec["n_failed"] == 0 and rec["n_judged"] == 512
             assert rec["bt_ci_low"] <= rec["bt_rating"] <= rec["bt_ci_high"]
     _assert_the_softness_trade_off(board, tmp_path)
     again = _run("quickstart.yaml", tmp_path)
     assert again == board
     counts = json.loads((tmp_path / "run.json").read_text())["counts"]
     assert all(counts[s]["computed"] == 0 for s in ("prepare", "train", "generate", "score",
-                                                     "judge"))
+                                                     "judge", "benchmark"))
 
 
 def _separated_above(high: dict, low: dict, key: str) -> bool:
@@ -65,15 +66,21 @@ def _separated_above(high: dict, low: dict, key: str) -> bool:
 
 
 def _assert_the_softness_trade_off(board: list[dict], out: Path) -> None:
-    """What held on both CPUs measured (README "What the quickstart shows"), at the sweeps'
-    extremes with non-overlapping 95% prompt-bootstrap intervals: DPO's reward and win rate
-    rise as beta falls. SPO's alpha trade-off and DPO's entropy held on an AMD EPYC and not
-    on an Intel Xeon (float kernels differ, which acts as a new training seed), so they are
-    not asserted: at one seed they are within this task's training noise."""
+    """What held in every setup measured (README "What the quickstart shows": five seeds by
+    scripts/quickstart_robustness.py, and this test's own environment, whose one MKL thread
+    already gives another SFT reference), at the sweeps' extremes. With non-overlapping 95%
+    prompt-bootstrap intervals: DPO's win rate and reward rise as beta falls. As point
+    estimates: SPO's win rate and reward fall and its entropy rises with alpha, DPO's
+    entropy falls as beta falls; each was also beyond the intervals in 5 of the 6 setups,
+    so that is not asserted."""
     by = {r["label"]: r for r in board}
-    strong, weak = by["dpo(beta=0.1)"], by["dpo(beta=10)"]
-    assert _separated_above(strong, weak, "mean_reward")
-    assert _separated_above(strong, weak, "win_rate")
+    sharp_spo, soft_spo = by["spo(alpha=0.03)"], by["spo(alpha=3)"]
+    sharp_dpo, soft_dpo = by["dpo(beta=0.1)"], by["dpo(beta=10)"]
+    for key in ("win_rate", "mean_reward"):
+        assert _separated_above(sharp_dpo, soft_dpo, key), key
+        assert sharp_spo[key] > soft_spo[key], key
+    assert soft_spo["entropy"] > sharp_spo["entropy"]
+    assert soft_dpo["entropy"] > sharp_dpo["entropy"]
     assert (out / "pareto.png").exists() and (out / "softness.png").exists()
 
 

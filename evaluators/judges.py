@@ -44,17 +44,35 @@ class BatchedPairJudge:
 
 @JUDGES.register("oracle")
 class OracleBTJudge:
-    """Bradley-Terry probability from the task's true rewards: sigmoid(s (r_cand - r_base))."""
+    """Bradley-Terry probability from the task's true rewards: sigmoid(s (r_cand - r_base)).
 
-    def __init__(self, task: Task, scale: float | None = None) -> None:
-        self.task = task
+    `dimension`: judge by one preference dimension's true reward instead of the task's
+    (harness/dimensions.py); its columns are `oracle.<dimension>:win_rate`, ...
+    """
+
+    def __init__(self, task: Task, scale: float | None = None,
+                 dimension: str | None = None) -> None:
+        from harness.errors import InputError
+
+        if dimension is not None and dimension not in task.dimensions:
+            raise InputError(f"oracle judge: task '{task.name}' has no dimension "
+                             f"'{dimension}' (its dimensions: "
+                             f"{', '.join(task.dimensions) or 'none'})")
+        self.task, self.dimension = task, dimension
         self.scale = task.bt_scale if scale is None else float(scale)
         self.fingerprint = {"judge": "oracle-bt", "task": task.name, "scale": self.scale,
                             "options": options_key(task)}
+        if dimension is not None:  # absent otherwise: the task's judge keeps its key
+            self.fingerprint["dimension"] = dimension
+
+    def _rewards(self, prompt: str, completions: list[str]) -> list[float]:
+        if self.dimension is not None:
+            return self.task.dimension_rewards(prompt, completions)[self.dimension]
+        return self.task.rewards(prompt, completions)
 
     def judge(self, prompt: str, baseline: list[str], candidate: list[str]) -> list[float | None]:
-        rb = self.task.rewards(prompt, baseline)
-        rc = self.task.rewards(prompt, candidate)
+        rb = self._rewards(prompt, baseline)
+        rc = self._rewards(prompt, candidate)
         out: list[float | None] = []
         for b, c, x, y in zip(baseline, candidate, rb, rc):
             # identical answers are a tie whatever the judge thinks (as AlpacaEval does)

@@ -293,7 +293,7 @@ def _compare(experiment, models, every_pair, judge_name, no_lc, overrides, resul
     if not exp.store.has_runs():
         raise InputError(f"runs not trained yet in {exp.results_dir}: run `spo-harness run` "
                          "on this spec first")
-    names = judge_names([j.name for j in spec.judges])
+    names = judge_names([j.display_name() for j in spec.judges])
     judge = judge_name or spec.report.primary_judge or names[0]
     if judge not in names:
         raise InputError(f"--judge '{judge}' is not one of the judges: {', '.join(names)}")

@@ -186,12 +186,13 @@ def check_dimensions(spec: Any, loaded: Any, err: Any) -> None:
             if loss.rounds > len(dims):
                 raise err(f"methods.{i}.params.rounds", f"{run.label}: {loss.rounds} rounds, "
                           f"but only {len(dims)} dimensions ({', '.join(dims)})")
-    for i, c in enumerate(spec.scorers):
-        if c.name == "oracle" and c.params.get("dimension") is not None:
-            if c.params["dimension"] not in own:
-                raise err(f"scorers.{i}.params.dimension", f"task '{spec.task}' has no "
-                          f"dimension {show(c.params['dimension'])} (its dimensions: "
-                          f"{', '.join(own) or 'none'})")
+    for kind in ("scorers", "judges"):
+        for i, c in enumerate(getattr(spec, kind)):
+            if c.name == "oracle" and c.params.get("dimension") is not None:
+                if c.params["dimension"] not in own:
+                    raise err(f"{kind}.{i}.params.dimension", f"task '{spec.task}' has no "
+                              f"dimension {show(c.params['dimension'])} (its dimensions: "
+                              f"{', '.join(own) or 'none'})")
 
 
 def _one_method(spec: Any, method: Any) -> Any:

@@ -492,7 +492,8 @@ class Experiment:
         from evaluators.collect import collect, collect_battles, judge_names
 
         models, base, units = self.models(), self.baseline(), self.units
-        judges = dict(zip(judge_names([j.name for j in self.spec.judges]), self.judges()))
+        judges = dict(zip(judge_names([j.display_name() for j in self.spec.judges]),
+                          self.judges()))
         from harness.dimensions import dimension_scorers
 
         scorers = dict(zip(judge_names([s.name for s in self.spec.scorers])
@@ -523,7 +524,7 @@ class Experiment:
                 embedder = load_embedder()
 
         vocab = len(load_tokenizer(self.assets.reference_dir))
-        names = judge_names([j.name for j in self.spec.judges])
+        names = judge_names([j.display_name() for j in self.spec.judges])
         scales = {n: float(j.fingerprint["scale"]) for n, j in zip(names, self.judges())
                   if j.fingerprint.get("judge") == "oracle-bt"}
         return ReportSettings(rounds=r.bootstrap_rounds, seed=r.bootstrap_seed,
@@ -572,7 +573,7 @@ class Experiment:
         write_by_config(results, records, self.results_dir, settings)
         write_softness(records, self.results_dir)
         write_pareto(records, self.results_dir)
-        names = judge_names([j.name for j in self.spec.judges])
+        names = judge_names([j.display_name() for j in self.spec.judges])
         judges = dict(zip(names, self.judges()))
         quality = write_judge_quality(results, [{"name": c.name, "display": n, "params": c.params,
                                        "fingerprint": judges[n].fingerprint,

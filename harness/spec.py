@@ -242,6 +242,12 @@ class ComponentSpec:
                                 "(typed by its constructor)", deferred=True)
     prices: PricesSpec | None = _f(None, help="judges: token prices, for the cost in money")
 
+    def display_name(self) -> str:
+        """The name its leaderboard columns carry: `oracle.<dimension>` for an oracle of
+        one preference dimension (harness/dimensions.py), else the registered name."""
+        dimension = self.params.get("dimension") if self.name == "oracle" else None
+        return f"{self.name}.{dimension}" if isinstance(dimension, str) else self.name
+
 
 @dataclass
 class AnchorsSpec:
@@ -1048,7 +1054,7 @@ def _check_rules(spec: ExperimentSpec, file: str, locator: _Locator) -> None:
                   "prices apply to judges only")
     from evaluators.collect import judge_names
 
-    names = judge_names([j.name for j in spec.judges])
+    names = judge_names([j.display_name() for j in spec.judges])
     check(spec.report.primary_judge in (None, *names), "report.primary_judge",
           f"'{spec.report.primary_judge}' is not one of the judges: {', '.join(names)}")
     for i, m in enumerate(spec.methods):

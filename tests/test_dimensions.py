@@ -182,8 +182,11 @@ def test_one_dataset_per_dimension(tmp_path) -> None:
      "methods.0.params.rounds", "only 2 dimensions"),
     ("task_options: {dimensions: 2}\nscorers: [{name: oracle, params: {dimension: dim7}}]\n",
      "scorers.0.params.dimension", "no dimension 'dim7'"),
+    ("task_options: {dimensions: 2}\njudges: [{name: oracle, params: {dimension: dim3}}]\n",
+     "judges.0.params.dimension", "no dimension 'dim3'"),
     ("data: {dimensions: ['bad:name']}\n", "data.dimensions.0", "must be a name"),
-], ids=["seqpo-without", "task-has-none", "mismatch", "twice", "rounds", "scorer", "name"])
+], ids=["seqpo-without", "task-has-none", "mismatch", "twice", "rounds", "scorer", "judge",
+        "name"])
 def test_spec_rules(tmp_path, extra, field, fragment) -> None:
     text = BANDIT
     for line in extra.splitlines(keepends=True):  # a key given again replaces the base's
@@ -228,3 +231,109 @@ def test_exact_per_dimension_columns() -> None:
     out = _exact_metrics([e, e])
     assert out["oracle.dim1:exact_expected_reward"] == pytest.approx((0.5 - 0.1) / 0.9)
     assert out["oracle.dim2:exact_expected_reward"] == pytest.approx((0.6 + 0.1) / 0.9)
+
+
+# ---------------------------------------------------------------- sentiment: sentiment and brevity
+
+# Computed by the code before sentiment had dimensions (commit 65b6b01): content_hash of the
+# oracle scorer's and judge's fingerprints of SentimentTask(SentimentOptions(labels=L)).
+SENTIMENT_BEFORE = {"soft": ["e71a260f804927f1", "8ff74848d9256d0a"],
+                    "sampled": ["7fed11f868798da6", "7f010b6d4bc9f51b"]}
+
+
+@pytest.mark.parametrize("labels", sorted(SENTIMENT_BEFORE))
+def test_sentiment_at_one_dimension_keeps_its_keys(labels: str) -> None:
+    from evaluators.judges import OracleBTJudge
+    from evaluators.scorers import OracleRewardScorer
+    from harness.tasks.sentiment import SentimentOptions, SentimentTask
+
+    t = SentimentTask(SentimentOptions(labels=labels), None)
+    assert t.dimensions == [] and t.dimension_rewards("p", ["a"]) == {}
+    assert [content_hash(OracleRewardScorer(t).fingerprint),
+            content_hash(OracleBTJudge(t).fingerprint)] == SENTIMENT_BEFORE[labels]
+
+
+def test_brevity_reward_is_one_minus_words_over_ten_clipped() -> None:
+    from harness.tasks.sentiment import brevity_reward
+
+    cases = {"": 1.0, "  ": 1.0, "one": 0.9, "a b c d e": 0.5, " ".join("w" * 10): 0.0,
+             " ".join("w" * 15): -0.5, " ".join("w" * 20): -1.0, " ".join("w" * 33): -1.0}
+    for text, want in cases.items():
+        assert brevity_reward(text) == pytest.approx(want, abs=1e-12), text
+
+
+def test_sentiment_with_two_dimensions_sums_vader_and_brevity() -> None:
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    from harness.tasks.sentiment import SentimentOptions, SentimentTask
+
+    t = SentimentTask(SentimentOptions(dimensions=2), None)
+    texts = [" a happy and wonderful day for all of us here", " sad", " the"]
+    vader = [SentimentIntensityAnalyzer().polarity_scores(c)["compound"] for c in texts]
+    brevity = [0.0, 0.9, 0.9]
+    assert t.dimensions == ["sentiment", "brevity"]
+    by = t.dimension_rewards("p", texts)
+    assert by["sentiment"] == vader and by["brevity"] == pytest.approx(brevity)
+    assert t.rewards("p", texts) == pytest.approx([v + b for v, b in zip(vader, brevity)])
+    assert vader[0] > vader[2] > vader[1]  # the conflict: the longest is the most positive
+
+
+@pytest.mark.parametrize("labels", ["soft", "sampled"])
+def test_sentiment_pairs_one_per_dimension_best_against_worst(monkeypatch, labels) -> None:
+    """Each prompt's candidates give one pair per dimension, best against worst by that
+    dimension's reward, its label sigmoid(bt_scale * gap) (soft) or a draw of it (sampled);
+    rows come dimension by dimension."""
+    import evaluators.generation as generation
+    from harness.tasks.sentiment import SentimentOptions, SentimentTask
+
+    cands = {"p0": [" a happy and wonderful day for all of us here", " sad", " the", " ok"],
+             "p1": [" joy", " joy", " joy", " joy"]}  # no signal on either dimension
+
+    class Backend:
+        def __init__(self, path):
+            pass
+
+        def generate(self, requests, params, **kw):
+            return [type("C", (), {"text": cands[p][i]}) for p, i in requests]
+
+    monkeypatch.setattr(generation, "HFBackend", Backend)
+    t = SentimentTask(SentimentOptions(dimensions=2, labels=labels, bt_scale=5.0), None)
+    rows = t._build_pairs("unused", ["p0", "p1"])
+    assert [r["dimension"] for r in rows] == ["sentiment", "brevity"]
+    by = t.dimension_rewards("p0", cands["p0"])
+    for row in rows:
+        r = by[row["dimension"]]
+        hi, lo = int(np.argmax(r)), int(np.argmin(r))
+        assert {row["chosen"], row["rejected"]} == {cands["p0"][hi], cands["p0"][lo]}
+        if labels == "soft":
+            assert row["chosen"] == cands["p0"][hi]
+            assert row["soft_label"] == pytest.approx(sigmoid(5.0 * (r[hi] - r[lo])))
+        else:
+            assert "soft_label" not in row
+    if labels == "soft":
+        assert rows[0]["chosen"] == cands["p0"][0] and rows[1]["rejected"] == cands["p0"][0]
+
+
+def test_oracle_judge_of_one_dimension_compares_that_dimensions_reward() -> None:
+    """P(candidate wins) = sigmoid(scale (R_d(cand) - R_d(base))) on dimension d's table; its
+    fingerprint names the dimension (the task's own judge keeps its key: pinned above); the
+    spec shows it as oracle.<dimension>."""
+    from evaluators.judges import OracleBTJudge
+    from harness.spec import ComponentSpec
+
+    t = BanditTask(BanditOptions(labels="soft", n_prompts=3, n_arms=4, dimensions=2), None)
+    base, cand = ["a0", "a1", "a2", "a3"], ["a3", "a2", "a1", "a1"]
+    for d, name in enumerate(["dim1", "dim2"]):
+        judge = OracleBTJudge(t, dimension=name)
+        row = t.dimension_tables[d][1]
+        want = [0.5 if b == c else float(sigmoid(row[int(c[1])] - row[int(b[1])]))
+                for b, c in zip(base, cand)]
+        assert judge.judge("q1", base, cand) == pytest.approx(want, abs=1e-12)
+        assert judge.fingerprint["dimension"] == name
+    whole = OracleBTJudge(t).judge("q1", base, cand)
+    assert whole != OracleBTJudge(t, dimension="dim1").judge("q1", base, cand)
+    with pytest.raises(InputError, match="no dimension 'dim9'"):
+        OracleBTJudge(t, dimension="dim9")
+    assert ComponentSpec("oracle", {"dimension": "dim2"}).display_name() == "oracle.dim2"
+    assert ComponentSpec("oracle", {"scale": 2.0}).display_name() == "oracle"
+    assert ComponentSpec("llm", {"dimension": "dim2"}).display_name() == "llm"

@@ -29,3 +29,21 @@ def test_seqpo_reaches_its_optimum_on_the_two_dimension_bandit(tmp_path):
     assert board["dpo(beta=1)"]["exact_kl_to_target"] is None
     assert (board["seqpo(lambda=0.5)"]["oracle.dim1:exact_expected_reward"]
             > board["seqpo(lambda=0)"]["oracle.dim1:exact_expected_reward"])
+
+
+@pytest.mark.slow
+def test_sentiment_and_brevity_conflict_and_every_dimension_has_its_columns(tmp_path):
+    """`examples/multi_dimension_sentiment.yaml`: every model has each dimension's reward and
+    win rate; SeqPO's round 1 (DPO on sentiment) raises sentiment and lowers brevity against
+    the SFT model beyond the 95% intervals: the two dimensions conflict."""
+    board = {r["label"]: r for r in _run("multi_dimension_sentiment.yaml", tmp_path)}
+    for rec in board.values():
+        for d in ("sentiment", "brevity"):
+            assert rec[f"oracle.{d}:mean_reward"] is not None
+            if not rec["is_baseline"]:
+                assert 0 <= rec[f"oracle.{d}:win_rate"] <= 100
+    sft, round1 = board["sft"], board["seqpo(lambda=0)@round1"]
+    assert round1["oracle.sentiment:mean_reward_ci_low"] > sft[
+        "oracle.sentiment:mean_reward_ci_high"]
+    assert round1["oracle.brevity:mean_reward_ci_high"] < sft[
+        "oracle.brevity:mean_reward_ci_low"]

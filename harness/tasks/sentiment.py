@@ -3,6 +3,13 @@
 As in the DPO paper's controlled-sentiment experiment: a tiny model is trained on the
 corpus (the SFT reference), pairs of its continuations are labelled by an independent
 sentiment scorer (VADER), and the true reward of a continuation is VADER's compound score.
+
+With `dimensions: 2` a second true reward joins it, brevity (`brevity_reward`), which
+conflicts in part with sentiment: VADER's compound score grows with the number of
+sentiment-bearing words, so the more positive continuation is often the longer one. Each
+prompt's candidates then give one pair per dimension (best against worst by that
+dimension's reward, labelled by its Bradley-Terry probability), and the oracle's reward,
+which the judge and the `mean_reward` column use, is the sum of the two.
 """
 
 from __future__ import annotations
@@ -53,6 +60,19 @@ class SentimentOptions:
     num_layers: int = field(default=4, metadata={"help": "tiny model depth", "ge": 1})
     seed: int = field(default=0, metadata={"help": "seed of splits, model, SFT and pairs",
                                            **SEED_LIMITS})
+    # Preference dimensions (harness/dimensions.py); at the default, out of every key
+    dimensions: int = field(default=1, metadata={
+        "help": "1: sentiment only; 2: sentiment and brevity (1 - words/10, clipped to "
+                "[-1, 1]), each pair row labelled per dimension, the oracle's reward their sum",
+        "ge": 1, "le": 2, "key_default": True})
+
+DIMENSIONS = ("sentiment", "brevity")
+BREVITY_WORDS = 10  # a continuation of this many words scores 0; none scores 1, 20+ score -1
+
+
+def brevity_reward(text: str) -> float:
+    """1 - words/10, clipped to [-1, 1]: on VADER's scale, shorter is better."""
+    return float(min(1.0, max(-1.0, 1.0 - len(text.split()) / BREVITY_WORDS)))
 
 
 _sigmoid = sigmoid  # stable for any finite x
@@ -73,11 +93,27 @@ class SentimentTask(Task):
     def bt_scale(self) -> float:
         return self.options.bt_scale
 
-    def rewards(self, prompt: str, completions: list[str]) -> list[float]:
+    def sentiment_rewards(self, completions: list[str]) -> list[float]:
+        """VADER's compound score of each completion, in [-1, 1]."""
         if self._analyzer is None:
             from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
             self._analyzer = SentimentIntensityAnalyzer()
         return [self._analyzer.polarity_scores(c)["compound"] for c in completions]
+
+    def rewards(self, prompt: str, completions: list[str]) -> list[float]:
+        if self.options.dimensions == 1:
+            return self.sentiment_rewards(completions)
+        return [float(sum(r)) for r in zip(*self.dimension_rewards(prompt, completions).values())]
+
+    @staticmethod
+    def option_dimensions(options: SentimentOptions) -> list[str]:
+        return list(DIMENSIONS[:options.dimensions]) if options.dimensions > 1 else []
+
+    def dimension_rewards(self, prompt: str, completions: list[str]) -> dict[str, list[float]]:
+        if self.options.dimensions == 1:
+            return {}
+        return {"sentiment": self.sentiment_rewards(completions),
+                "brevity": [brevity_reward(c) for c in completions]}
 
     def _splits(self) -> dict[str, list[str]]:
         from harness.tasks.corpus import verse_lines
@@ -126,6 +162,8 @@ class SentimentTask(Task):
 
         pair_opts = {k: getattr(o, k) for k in ("candidates_per_prompt", "completion_tokens",
                                                 "labels", "bt_scale")}
+        if o.dimensions > 1:  # absent at the default: the keys from before dimensions hold
+            pair_opts["dimensions"] = o.dimensions
         if self.base_model_dir is not None:
             # the tiny reference's key holds the prompt split already; a base model's does
             # not, and its pairs come from the split's training prompts
@@ -170,7 +208,8 @@ class SentimentTask(Task):
         return self.store.commit_artifact("reference", key, staging, {"task": "sentiment"})
 
     def _build_pairs(self, reference_dir, prompts: list[str]) -> list[dict[str, Any]]:
-        """Sample candidates from the reference; best vs worst by VADER, labelled by BT."""
+        """Sample candidates from the reference; best vs worst by VADER, labelled by BT
+        (with dimensions: one such pair per dimension, by that dimension's reward)."""
         from evaluators.generation import HFBackend, SamplingParams
 
         o = self.options
@@ -180,18 +219,29 @@ class SentimentTask(Task):
                                  params, batch_size=64, seed=o.seed, desc="sentiment pairs",
                                  progress=self.show_progress)
         rng = np.random.default_rng([o.seed, 3])
-        rows = []
+        by_dimension: dict[str | None, list[dict[str, Any]]] = {}
         for n, prompt in enumerate(prompts):
             cands = [t.text for t in texts[n * o.candidates_per_prompt:(n + 1) * o.candidates_per_prompt]]
-            r = self.rewards(prompt, cands)
-            hi, lo = int(np.argmax(r)), int(np.argmin(r))
-            if r[hi] == r[lo] or cands[hi] == cands[lo]:
-                continue  # no preference signal in this prompt's samples
-            p_hi = _sigmoid(o.bt_scale * (r[hi] - r[lo]))
-            if o.labels == "soft":
-                rows.append({"prompt": prompt, "chosen": cands[hi], "rejected": cands[lo],
-                             "soft_label": p_hi})
-            else:
-                w, l_ = (hi, lo) if rng.random() < p_hi else (lo, hi)
-                rows.append({"prompt": prompt, "chosen": cands[w], "rejected": cands[l_]})
-        return rows
+            scored = (self.dimension_rewards(prompt, cands) if o.dimensions > 1
+                      else {None: self.sentiment_rewards(cands)})
+            for dimension, r in scored.items():
+                row = self._pair(prompt, cands, r, rng)
+                if row is not None:
+                    extra = {} if dimension is None else {"dimension": dimension}
+                    by_dimension.setdefault(dimension, []).append({**row, **extra})
+        # dimension by dimension, as one dataset per dimension would give them
+        return [row for rows in by_dimension.values() for row in rows]
+
+    def _pair(self, prompt: str, cands: list[str], r: list[float],
+              rng: np.random.Generator) -> dict[str, Any] | None:
+        """Best against worst by `r`, labelled by BT; None without a preference signal."""
+        o = self.options
+        hi, lo = int(np.argmax(r)), int(np.argmin(r))
+        if r[hi] == r[lo] or cands[hi] == cands[lo]:
+            return None  # no preference signal in this prompt's samples
+        p_hi = _sigmoid(o.bt_scale * (r[hi] - r[lo]))
+        if o.labels == "soft":
+            return {"prompt": prompt, "chosen": cands[hi], "rejected": cands[lo],
+                    "soft_label": p_hi}
+        w, l_ = (hi, lo) if rng.random() < p_hi else (lo, hi)
+        return {"prompt": prompt, "chosen": cands[w], "rejected": cands[l_]}

@@ -101,24 +101,34 @@ def _execute(command: str, experiment: str, overrides: tuple[str, ...], results_
         if isinstance(workers, Follower):  # another process of an `accelerate launch`
             _flush_and_exit(workers.follow())
         _run_stages(command, experiment, overrides, results_dir, quiet, workers)
-    except InputError as exc:
-        fail(f"error: {exc}", 2)
-    except ServiceError as exc:  # a server that kept failing, a folder held by another run
-        from harness.lock import BusyError
-
-        fail(f"error: {exc}" if isinstance(exc, BusyError) else f"error: {exc}; {RESUME}", 1)
-    except KeyboardInterrupt:
-        fail(f"interrupted: {RESUME}", 130)
-    except Exception as exc:
-        if _disk_fault(exc):
-            fail(f"error: the disk is full or failing ({exc}); free some space: {RESUME}", 1)
-        if os.environ.get("SPO_HARNESS_DEBUG"):
-            raise
-        fail(f"internal error: {type(exc).__name__}: {exc} (a bug in spo-harness, not in "
-             "your input; rerun with SPO_HARNESS_DEBUG=1 for the traceback)", 1)
+    except (Exception, KeyboardInterrupt) as exc:
+        _exit_for(exc, RESUME)
     finally:
         if workers is not None:
             workers.close()
+
+
+def _exit_for(exc: BaseException, resume: str | None) -> None:
+    """The one line and exit code of a command's exception (call it in the `except`):
+    2 bad input; 1 a failing service, a full or failing disk, or a bug (re-raised under
+    SPO_HARNESS_DEBUG=1); 130 an interrupt. `resume` (what a rerun does) ends the lines of
+    the faults a rerun recovers from, for the commands that have one."""
+    if isinstance(exc, InputError):
+        fail(f"error: {exc}", 2)
+    if isinstance(exc, ServiceError):  # a server that kept failing, a folder held by another run
+        from harness.lock import BusyError
+
+        fail(f"error: {exc}" if isinstance(exc, BusyError) or not resume
+             else f"error: {exc}; {resume}", 1)
+    if isinstance(exc, KeyboardInterrupt):
+        fail(f"interrupted: {resume}" if resume else "interrupted", 130)
+    if _disk_fault(exc):
+        fail(f"error: the disk is full or failing ({exc})"
+             + (f"; free some space: {resume}" if resume else ""), 1)
+    if os.environ.get("SPO_HARNESS_DEBUG"):
+        raise exc
+    fail(f"internal error: {type(exc).__name__}: {exc} (a bug in spo-harness, not in "
+         "your input; rerun with SPO_HARNESS_DEBUG=1 for the traceback)", 1)
 
 
 class _OneLine(logging.Formatter):
@@ -264,17 +274,8 @@ def compare(experiment, models, every_pair, judge_name, no_lc, overrides, result
     try:
         _compare(experiment, models, every_pair, judge_name, no_lc, overrides, results_dir,
                  quiet)
-    except InputError as exc:
-        fail(f"error: {exc}", 2)
-    except ServiceError as exc:
-        fail(f"error: {exc}", 1)
-    except KeyboardInterrupt:
-        fail("interrupted", 130)
-    except Exception as exc:
-        if os.environ.get("SPO_HARNESS_DEBUG"):
-            raise
-        fail(f"internal error: {type(exc).__name__}: {exc} (a bug in spo-harness, not in "
-             "your input; rerun with SPO_HARNESS_DEBUG=1 for the traceback)", 1)
+    except (Exception, KeyboardInterrupt) as exc:  # reads the store only: nothing to resume
+        _exit_for(exc, None)
 
 
 def _compare(experiment, models, every_pair, judge_name, no_lc, overrides, results_dir,
@@ -333,15 +334,8 @@ def leaderboard(folders, out_dir, quiet):
         out = write_merged(list(folders), out_dir)
         click.echo((out / "leaderboard.md").read_text())
         click.echo(f"wrote {out / 'leaderboard.md'} (.csv, .json, .html)")
-    except InputError as exc:
-        fail(f"error: {exc}", 2)
-    except Exception as exc:
-        if _disk_fault(exc):
-            fail(f"error: the disk is full or failing ({exc})", 1)
-        if os.environ.get("SPO_HARNESS_DEBUG"):
-            raise
-        fail(f"internal error: {type(exc).__name__}: {exc} (a bug in spo-harness, not in "
-             "your input; rerun with SPO_HARNESS_DEBUG=1 for the traceback)", 1)
+    except Exception as exc:  # nothing to resume: it reads two files per folder
+        _exit_for(exc, None)
 
 
 def entry() -> None:

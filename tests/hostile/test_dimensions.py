@@ -73,3 +73,25 @@ def test_dimension_names_against_one_dataset_per_dimension(tmp_path):
     refused("run", spec, "--results-dir", results, cwd=tmp_path, results=results,
             contains=(str(spec), "'data.dimensions'", "datasets for [helpful, honest]"),
             timeout=120)
+
+
+@pytest.mark.parametrize("extra,field,fragment", [
+    ("task_options: {dimensions: 3}\n", "task_options.dimensions", "must be in [1, 2], got 3"),
+    ("judges: [{name: oracle, params: {dimension: sentiment}}]\n", "judges.0.params.dimension",
+     "task 'sentiment' has no dimension 'sentiment' (its dimensions: none)"),
+    ("task_options: {dimensions: 2}\njudges: [{name: oracle, params: {dimension: 5}}]\n",
+     "judges.0.params.dimension", "expected str, got int 5"),
+    ("task_options: {dimensions: 2}\njudges: [{name: oracle, params: {dimension: [a]}}]\n",
+     "judges.0.params.dimension", "expected str, got list"),
+    ("task_options: {dimensions: 2}\njudges: [{name: oracle, params: {dimension: joy}}]\n",
+     "judges.0.params.dimension", "has no dimension 'joy' (its dimensions: sentiment, brevity)"),
+], ids=["too-many", "judge-without-dimensions", "judge-int", "judge-list", "judge-unknown"])
+def test_sentiment_dimensions_and_per_dimension_judges(tmp_path, extra, field, fragment):
+    """`sentiment` takes one or two dimensions, and an oracle judge of one dimension must
+    name one the task has, as a string: refused at load, before any model is built."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: h\ntask: sentiment\nmethods: [{name: dpo}]\n" + extra)
+    results = tmp_path / "results"
+    refused("run", spec, "--results-dir", results, cwd=tmp_path, results=results,
+            contains=(f"'{field}': ", fragment), timeout=120)
+    assert not (results / "store.sqlite").exists()

@@ -214,3 +214,19 @@ def reference_run(tmp_path_factory: pytest.TempPathFactory) -> CompletedRun:
     results = root / "A"
     return CompletedRun(spec, root, results, proc, leaderboard(results),
                         digest(results / "leaderboard.json"))
+
+
+def edited_copy(run: CompletedRun, folder: Path, answer_of: str, text: str) -> sqlite3.Connection:
+    """Copy `run`'s results to `folder`, replace one candidate answer of prompt `answer_of`
+    (the first non-baseline generation by key) with `text`, and return the open store for
+    further edits; the caller closes it and reports the copy again."""
+    import shutil
+
+    shutil.copytree(run.results, folder)
+    base_key = json.loads((folder / "report.json").read_text())["baseline"]["key"]
+    con = sqlite3.connect(folder / "store.sqlite")
+    with con:
+        key, = con.execute("SELECT key FROM generations WHERE model_key != ? AND prompt_id = ? "
+                           "ORDER BY key LIMIT 1", (base_key, answer_of)).fetchone()
+        con.execute("UPDATE generations SET text = ? WHERE key = ?", (text, key))
+    return con

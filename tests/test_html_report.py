@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sqlite3
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 from evaluators.collect import ModelResults
 from evaluators.html_report import PageInputs, render_page
 from harness.units import Judged
-from tests.conftest import assert_input_error, assert_ok, cli, leaderboard
+from tests.conftest import assert_input_error, assert_ok, cli, edited_copy, leaderboard
 
 HOSTILE = '<script>alert("x")</script><img src=https://example.com/a.png> & </pre>'
 EXTERNAL_ATTRS = {"src", "href", "data", "action", "formaction", "poster", "srcset",
@@ -112,14 +111,7 @@ def reported(reference_run, tmp_path_factory) -> Path:
     """A copy of the reference run, one candidate answer replaced by HOSTILE, reported
     again with the sample browser capped at 2 of the 3 prompts."""
     folder = tmp_path_factory.mktemp("html") / "A"
-    shutil.copytree(reference_run.results, folder)
-    base_key = json.loads((folder / "report.json").read_text())["baseline"]["key"]
-    con = sqlite3.connect(folder / "store.sqlite")
-    with con:
-        key, = con.execute("SELECT key FROM generations WHERE model_key != ? AND prompt_id = ? "
-                           "ORDER BY key LIMIT 1", (base_key, "0002")).fetchone()
-        con.execute("UPDATE generations SET text = ? WHERE key = ?", (HOSTILE, key))
-    con.close()
+    edited_copy(reference_run, folder, "0002", HOSTILE).close()
     assert_ok(cli("report", reference_run.spec, "--results-dir", folder, "--set",
                   "report.html_max_prompts=2", cwd=folder.parent))
     return folder

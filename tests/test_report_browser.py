@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_ok, cli, leaderboard
+from tests.conftest import assert_ok, cli, edited_copy, leaderboard
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("report_screenshot",
@@ -44,13 +42,8 @@ def folder(reference_run, tmp_path_factory) -> Path:
     find: prompt 0001 gets one long (and so unscored) answer, one judgment of 0002 a
     position flip."""
     folder = tmp_path_factory.mktemp("browser") / "A"
-    shutil.copytree(reference_run.results, folder)
-    base_key = json.loads((folder / "report.json").read_text())["baseline"]["key"]
-    con = sqlite3.connect(folder / "store.sqlite")
+    con = edited_copy(reference_run, folder, "0001", "long " * 60)
     with con:
-        key, = con.execute("SELECT key FROM generations WHERE model_key != ? AND prompt_id = ? "
-                           "ORDER BY key LIMIT 1", (base_key, "0001")).fetchone()
-        con.execute("UPDATE generations SET text = ? WHERE key = ?", ("long " * 60, key))
         key, = con.execute("SELECT key FROM judgments WHERE prompt_id = ? ORDER BY key LIMIT 1",
                            ("0002",)).fetchone()
         con.execute("UPDATE judgments SET info = ? WHERE key = ?",
